@@ -1,0 +1,361 @@
+/**
+ * The worker channel: one WebSocket session per connected worker, credit-based dispatch,
+ * fenced results, cancel and drain. docs/protocol.md describes the wire; this file is the
+ * manager's side of it.
+ *
+ * The manager holds no tasks in memory. A session is an id, a socket, labels and a credit
+ * count; tasks are claimed from SQLite the moment credits and queued work meet, and sent.
+ */
+import { randomUUID } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import type { WebSocket } from 'ws';
+import {
+  CLOSE_CODES,
+  PROTOCOL_VERSION,
+  PullmanError,
+  WorkerMessage,
+  compileChecker,
+  parseTaskId,
+  type HelloMessage,
+  type ManagerMessage,
+  type TaskAssignment,
+  type WorkerMessage as WorkerMessageT,
+} from '@pullman/protocol';
+import type { LeaseToCancel, TaskStore } from '@pullman/store';
+import type { GroupCommitter } from './committer.js';
+import type { ManagerMetrics } from './metrics.js';
+
+const checkMessage = compileChecker(WorkerMessage, 'PROTOCOL_ERROR', 'message');
+
+/** Most tasks claimed for one session per dispatch round; keeps one claim from hogging a turn. */
+const MAX_TASKS_PER_CLAIM = 64;
+
+/** The life of a session on the manager: before hello, serving, or closed. */
+type SessionPhase = 'awaiting-hello' | 'active' | 'closed';
+
+interface Session {
+  readonly id: string;
+  readonly socket: WebSocket;
+  readonly remote: string;
+  phase: SessionPhase;
+  workerId: string | null;
+  name: string;
+  labels: string[];
+  /** Free slots the worker has granted and not yet been sent work for. */
+  credits: number;
+  draining: boolean;
+  /** Last claim found nothing that fits; skip until new work or new credits arrive. */
+  starved: boolean;
+  claiming: boolean;
+  lastSeenAt: number;
+}
+
+export interface GatewayOptions {
+  store: TaskStore;
+  committer: GroupCommitter;
+  log: FastifyBaseLogger;
+  metrics: ManagerMetrics;
+  heartbeatIntervalMs: number;
+  leaseTtlMs: number;
+  now?: () => number;
+}
+
+export class WorkerGateway {
+  private readonly sessions = new Map<string, Session>();
+  private readonly byWorker = new Map<string, Session>();
+  private dispatchScheduled = false;
+  private closing = false;
+  private readonly now: () => number;
+
+  constructor(private readonly o: GatewayOptions) {
+    this.now = o.now ?? Date.now;
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** Adopts a freshly upgraded socket. The first message must be hello. */
+  attach(socket: WebSocket, remote: string): void {
+    if (this.closing) {
+      socket.close(CLOSE_CODES.goingAway, 'manager shutting down');
+      return;
+    }
+    const session: Session = {
+      id: randomUUID(),
+      socket,
+      remote,
+      phase: 'awaiting-hello',
+      workerId: null,
+      name: '',
+      labels: [],
+      credits: 0,
+      draining: false,
+      starved: false,
+      claiming: false,
+      lastSeenAt: this.now(),
+    };
+    this.sessions.set(session.id, session);
+    socket.on('message', (data, isBinary) => {
+      session.lastSeenAt = this.now();
+      if (isBinary) return this.protocolError(session, 'binary frames are not part of the protocol');
+      let msg: WorkerMessageT;
+      try {
+        msg = checkMessage.parse(JSON.parse(data.toString()));
+      } catch (err) {
+        const text = err instanceof PullmanError ? err.message : `message: not JSON (${(err as Error).message})`;
+        return this.protocolError(session, text);
+      }
+      this.handle(session, msg).catch((err: unknown) => this.internalError(session, err));
+    });
+    socket.on('close', () => this.onClose(session));
+    socket.on('error', (err) => this.o.log.warn({ err, sessionId: session.id }, 'worker socket error'));
+  }
+
+  /**
+   * Wakes the dispatcher after something may have queued work (submission, retry, requeue).
+   * Cheap and idempotent: many kicks in one turn cause one dispatch round.
+   */
+  kick(): void {
+    for (const s of this.sessions.values()) s.starved = false;
+    this.scheduleDispatch();
+  }
+
+  /** Tells the workers running these tasks to kill them (their leases are already void). */
+  cancelLeases(leases: readonly LeaseToCancel[]): void {
+    for (const l of leases) {
+      const s = this.byWorker.get(l.workerId);
+      if (s) this.send(s, { type: 'cancel', taskId: l.taskId, leaseId: l.leaseId });
+    }
+  }
+
+  /** Asks a worker to drain: it gets no more work, finishes or releases what it runs, leaves. */
+  async drainWorker(workerId: string): Promise<void> {
+    await this.o.committer.run(() => this.o.store.setWorkerState(workerId, 'draining'));
+    const s = this.byWorker.get(workerId);
+    if (s) {
+      s.draining = true;
+      this.send(s, { type: 'drain' });
+    }
+  }
+
+  /** Sessions silent for longer than the lease TTL: close them (their leases then expire). */
+  closeSilentSessions(): number {
+    const cutoff = this.now() - this.o.leaseTtlMs;
+    let closed = 0;
+    for (const s of this.sessions.values()) {
+      if (s.phase !== 'closed' && s.lastSeenAt < cutoff) {
+        this.o.log.warn({ workerId: s.workerId, sessionId: s.id }, 'worker silent past the lease TTL; closing its session');
+        s.socket.terminate();
+        this.onClose(s);
+        closed++;
+      }
+    }
+    return closed;
+  }
+
+  /** Closes every session (manager shutdown). Workers keep their leases and reconnect. */
+  close(): void {
+    this.closing = true;
+    for (const s of this.sessions.values()) s.socket.close(CLOSE_CODES.goingAway, 'manager shutting down');
+  }
+
+  // ---- message handling ----------------------------------------------------------------------
+
+  private async handle(s: Session, msg: WorkerMessageT): Promise<void> {
+    if (s.phase === 'closed') return;
+    if (s.phase === 'awaiting-hello') {
+      if (msg.type !== 'hello') return this.protocolError(s, `expected hello first, got ${msg.type}`);
+      return this.onHello(s, msg);
+    }
+    const workerId = s.workerId!;
+    switch (msg.type) {
+      case 'hello':
+        return this.protocolError(s, 'hello was already received on this session');
+      case 'pull':
+        s.credits += msg.credits;
+        s.starved = false;
+        this.scheduleDispatch();
+        return;
+      case 'heartbeat':
+        await this.o.committer.run(() => this.o.store.extendLeases({ workerId, sessionId: s.id }));
+        return;
+      case 'result': {
+        const taskSeq = parseTaskId(msg.taskId);
+        const outcome = taskSeq === null
+          ? { status: 'stale' as const }
+          : await this.o.committer.run(() => this.o.store.reportExecution(workerId, { taskSeq, leaseId: msg.leaseId }, msg.report));
+        this.send(s, { type: 'ack', taskId: msg.taskId, leaseId: msg.leaseId, status: outcome.status });
+        if (outcome.status === 'recorded') {
+          this.o.metrics.taskFinished(outcome.taskState, msg.report.durationMs);
+          if (outcome.requeued) this.kick();
+        } else {
+          this.o.log.info({ workerId, taskId: msg.taskId }, 'stale result dropped (lease no longer current)');
+        }
+        return;
+      }
+      case 'release': {
+        const taskSeq = parseTaskId(msg.taskId);
+        const outcome = taskSeq === null
+          ? { status: 'stale' as const }
+          : await this.o.committer.run(() => this.o.store.releaseTask(workerId, { taskSeq, leaseId: msg.leaseId }, msg.reason));
+        this.send(s, { type: 'ack', taskId: msg.taskId, leaseId: msg.leaseId, status: outcome.status });
+        if (outcome.status === 'recorded') {
+          this.o.metrics.requeued('released');
+          this.kick();
+        }
+        return;
+      }
+      case 'draining':
+        s.draining = true;
+        await this.o.committer.run(() => this.o.store.setWorkerState(workerId, 'draining'));
+        this.o.log.info({ workerId, reason: msg.reason }, 'worker draining');
+        return;
+      case 'bye': {
+        s.phase = 'closed';
+        this.forget(s);
+        const lost = await this.o.committer.run(() => {
+          this.o.store.setWorkerState(workerId, 'gone');
+          return this.o.store.requeueWorkerTasks(workerId, 'worker said bye while holding the task');
+        });
+        this.o.log.info({ workerId, requeued: lost }, 'worker said bye');
+        if (lost > 0) this.kick();
+        s.socket.close(CLOSE_CODES.normal, 'bye');
+        return;
+      }
+    }
+  }
+
+  private async onHello(s: Session, hello: HelloMessage): Promise<void> {
+    if (hello.protocol !== PROTOCOL_VERSION) {
+      return this.protocolError(s, `protocol ${hello.protocol} is not supported; this manager speaks ${PROTOCOL_VERSION}`);
+    }
+    s.phase = 'active';
+    const { workerId, resumed, lost } = await this.o.committer.run(() => {
+      const id = this.o.store.registerWorker(hello, s.id);
+      const leases = hello.running.map((r) => ({ taskSeq: parseTaskId(r.taskId), taskId: r.taskId, leaseId: r.leaseId }));
+      return { workerId: id, ...this.o.store.resumeLeases({ workerId: id, sessionId: s.id }, leases) };
+    });
+    if (s.phase !== 'active') return; // closed while registering
+    // One live session per worker: a reconnect replaces a half-open old socket.
+    const previous = this.byWorker.get(workerId);
+    if (previous && previous !== s) {
+      previous.phase = 'closed';
+      this.sessions.delete(previous.id);
+      previous.socket.close(CLOSE_CODES.replaced, 'replaced by a newer session of the same worker');
+    }
+    s.workerId = workerId;
+    s.name = hello.name;
+    s.labels = hello.labels;
+    this.byWorker.set(workerId, s);
+    this.send(s, {
+      type: 'welcome',
+      protocol: PROTOCOL_VERSION,
+      workerId,
+      sessionId: s.id,
+      heartbeatIntervalMs: this.o.heartbeatIntervalMs,
+      leaseTtlMs: this.o.leaseTtlMs,
+      resumed,
+      lost,
+    });
+    this.o.log.info({ workerId, name: hello.name, slots: hello.slots, labels: hello.labels, resumed: resumed.length, lost: lost.length, remote: s.remote }, 'worker connected');
+  }
+
+  private onClose(s: Session): void {
+    if (!this.sessions.has(s.id)) return;
+    const wasActive = s.phase === 'active';
+    s.phase = 'closed';
+    this.forget(s);
+    if (wasActive && s.workerId && !this.closing) {
+      const workerId = s.workerId;
+      // Leases stay with the worker until their TTL: a quick reconnect resumes them.
+      this.o.committer.run(() => this.o.store.setWorkerState(workerId, 'offline')).catch((err: unknown) => this.o.log.error({ err }, 'could not mark worker offline'));
+      this.o.log.info({ workerId }, 'worker disconnected');
+    }
+  }
+
+  private forget(s: Session): void {
+    this.sessions.delete(s.id);
+    if (s.workerId && this.byWorker.get(s.workerId) === s) this.byWorker.delete(s.workerId);
+  }
+
+  // ---- dispatch ------------------------------------------------------------------------------
+
+  private scheduleDispatch(): void {
+    if (this.dispatchScheduled || this.closing) return;
+    this.dispatchScheduled = true;
+    setImmediate(() => {
+      this.dispatchScheduled = false;
+      this.dispatch();
+    });
+  }
+
+  /**
+   * One dispatch round: every session with credits claims in the same group commit, so a
+   * thousand idle workers cost one transaction when a job arrives, not a thousand.
+   */
+  private dispatch(): void {
+    for (const s of this.sessions.values()) {
+      if (s.phase !== 'active' || s.draining || s.starved || s.claiming || s.credits < 1) continue;
+      const workerId = s.workerId!;
+      const credits = s.credits;
+      s.claiming = true;
+      const claimedAt = this.now();
+      this.o.committer
+        .run(() => this.o.store.claimTasks({ workerId, sessionId: s.id }, s.labels, credits, MAX_TASKS_PER_CLAIM))
+        .then((tasks) => this.deliver(s, credits, tasks, claimedAt))
+        .catch((err: unknown) => {
+          s.claiming = false;
+          this.o.log.error({ err, workerId }, 'claim failed');
+        });
+    }
+  }
+
+  private deliver(s: Session, offered: number, tasks: TaskAssignment[], claimedAt: number): void {
+    s.claiming = false;
+    if (tasks.length === 0) {
+      s.starved = true;
+      return;
+    }
+    const used = tasks.reduce((n, t) => n + (t.spec.slots ?? 1), 0);
+    s.credits -= used;
+    if (s.phase !== 'active') {
+      // The session died between claim and send: give the tasks straight back rather than
+      // leave them to expire with the lease.
+      const workerId = s.workerId!;
+      this.o.committer
+        .run(() => tasks.forEach((t) => this.o.store.releaseTask(workerId, { taskSeq: parseTaskId(t.taskId)!, leaseId: t.leaseId }, 'shutdown')))
+        .then(() => this.kick())
+        .catch((err: unknown) => this.o.log.error({ err, workerId }, 'could not return undelivered tasks'));
+      return;
+    }
+    this.send(s, { type: 'tasks', tasks });
+    this.o.metrics.dispatched(tasks.length, this.now() - claimedAt);
+    // Credits left but the claim was capped, or a bigger task was skipped: try again.
+    if (s.credits > 0 && (tasks.length === MAX_TASKS_PER_CLAIM || used < offered)) this.scheduleDispatch();
+  }
+
+  // ---- plumbing ------------------------------------------------------------------------------
+
+  private send(s: Session, msg: ManagerMessage): void {
+    if (s.socket.readyState !== s.socket.OPEN) return;
+    s.socket.send(JSON.stringify(msg));
+  }
+
+  private protocolError(s: Session, message: string): void {
+    this.o.log.warn({ workerId: s.workerId, sessionId: s.id, remote: s.remote }, `worker protocol error: ${message}`);
+    this.send(s, { type: 'error', code: 'PROTOCOL_ERROR', message, fatal: true });
+    s.socket.close(CLOSE_CODES.protocolError, 'protocol error');
+  }
+
+  private internalError(s: Session, err: unknown): void {
+    this.o.log.error({ err, workerId: s.workerId }, 'worker message failed');
+    const storageFull = (err as { code?: string }).code === 'SQLITE_FULL';
+    this.send(s, {
+      type: 'error',
+      code: storageFull ? 'STORAGE_FULL' : 'INTERNAL',
+      message: storageFull ? 'manager database is full; retry later' : 'internal error; see the manager log',
+      fatal: false,
+    });
+  }
+}

@@ -1,0 +1,27 @@
+import type { FastifyPluginAsync } from 'fastify';
+import { PullmanError, Task } from '@pullman/protocol';
+import { IdParams, errorResponses, taskSeqOf } from '../params.js';
+
+const taskRoutes: FastifyPluginAsync = async (app) => {
+  const { store, committer, gateway } = app.pullman;
+
+  app.get('/tasks/:id', {
+    schema: { summary: 'Get a task with its attempt history', tags: ['tasks'], params: IdParams, response: { 200: Task, ...errorResponses(404) } },
+  }, async (request) => {
+    const id = (request.params as { id: string }).id;
+    const task = store.getTask(taskSeqOf(id));
+    if (!task) throw new PullmanError('TASK_NOT_FOUND', `task ${id} does not exist`);
+    return task;
+  });
+
+  app.post('/tasks/:id/cancel', {
+    schema: { summary: 'Cancel a task (a running one is killed on its worker); terminal tasks are unchanged', tags: ['tasks'], params: IdParams, response: { 200: Task, ...errorResponses(404) } },
+  }, async (request) => {
+    const taskSeq = taskSeqOf((request.params as { id: string }).id);
+    const { task, toCancel } = await committer.run(() => store.cancelTask(taskSeq));
+    if (toCancel) gateway.cancelLeases([toCancel]);
+    return task;
+  });
+};
+
+export default taskRoutes;

@@ -1,0 +1,274 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import request from 'supertest';
+import { parseTaskId } from '@pullman/protocol';
+import { ADMIN, WORKER, auth, startManager, type TestManager } from './helpers.js';
+import { TestWorker } from './ws-client.js';
+
+const TTL = 30_000;
+let m: TestManager;
+const workers: TestWorker[] = [];
+
+beforeEach(async () => {
+  m = await startManager({ listen: true, leaseTtlMs: TTL, heartbeatIntervalMs: 5_000 });
+});
+afterEach(async () => {
+  for (const w of workers.splice(0)) w.ws.terminate();
+  await m.close();
+});
+
+async function connect(token = WORKER): Promise<TestWorker> {
+  const w = await TestWorker.connect(m.url, token);
+  workers.push(w);
+  return w;
+}
+
+async function submit(tasks: unknown[]): Promise<string> {
+  const res = await request(m.app.server).post('/v1/jobs').set(auth()).send({ tasks });
+  expect(res.status).toBe(201);
+  return res.body.id as string;
+}
+
+const leaseExpiry = (taskId: string): number =>
+  (m.store.db.prepare('SELECT lease_expires_at AS e FROM tasks WHERE id = ?').get(parseTaskId(taskId)) as { e: number }).e;
+
+describe('worker channel', () => {
+  it('rejects an upgrade without the worker token', async () => {
+    await expect(TestWorker.connect(m.url, 'nope-nope-nope-nope')).rejects.toThrow('HTTP 401');
+    await expect(TestWorker.connect(m.url, ADMIN)).rejects.toThrow('HTTP 403');
+  });
+
+  it('welcomes a worker with the heartbeat interval and lease TTL, and lists it', async () => {
+    const w = await connect();
+    const welcome = await w.hello({ name: 'vm-1', slots: 3, labels: ['gpu'] });
+    expect(welcome).toMatchObject({ protocol: 1, heartbeatIntervalMs: 5_000, leaseTtlMs: TTL, resumed: [], lost: [] });
+    const res = await request(m.app.server).get(`/v1/workers/${welcome.workerId}`).set(auth());
+    expect(res.body).toMatchObject({ name: 'vm-1', slots: 3, labels: ['gpu'], state: 'ready', usedSlots: 0 });
+  });
+
+  it('closes a session whose first message is not hello, with a protocol error', async () => {
+    const w = await connect();
+    w.send({ type: 'pull', credits: 1 });
+    const err = await w.next('error');
+    expect(err).toMatchObject({ code: 'PROTOCOL_ERROR', fatal: true });
+    expect((await w.closed).code).toBe(4400);
+  });
+
+  it('answers malformed messages with a protocol error naming the problem', async () => {
+    const w = await connect();
+    w.send({ type: 'hello', protocol: 1, name: 'x', hostname: 'h', slots: 0, labels: [], version: '1', vm: null, running: [] });
+    const err = await w.next('error');
+    expect(err.message).toContain('slots');
+  });
+
+  it('a waiting pull receives a task submitted later', async () => {
+    const w = await connect();
+    await w.hello();
+    w.send({ type: 'pull', credits: 2 });
+    const jobId = await submit([{ command: ['true'], key: 'late' }]);
+    const msg = await w.next('tasks');
+    expect(msg.tasks).toHaveLength(1);
+    expect(msg.tasks[0]).toMatchObject({ jobId, key: 'late', attempt: 1, spec: { command: ['true'] } });
+    const ack = await w.result(msg.tasks[0]!.taskId, msg.tasks[0]!.leaseId);
+    expect(ack.status).toBe('recorded');
+    const job = await request(m.app.server).get(`/v1/jobs/${jobId}`).set(auth());
+    expect(job.body).toMatchObject({ state: 'succeeded', counts: { succeeded: 1, total: 1 } });
+  });
+
+  it('never sends more slots than the credits granted', async () => {
+    await submit([{ command: ['a'], slots: 2 }, { command: ['b'], slots: 2 }, { command: ['c'], slots: 1 }]);
+    const w = await connect();
+    await w.hello({ slots: 3 });
+    w.send({ type: 'pull', credits: 3 });
+    const msg = await w.next('tasks');
+    const slots = msg.tasks.reduce((n, t) => n + (t.spec.slots ?? 1), 0);
+    expect(slots).toBeLessThanOrEqual(3);
+    expect(msg.tasks.map((t) => t.spec.command![0])).toEqual(['a', 'c']);
+  });
+
+  it('heartbeats keep a lease alive past its TTL', async () => {
+    await submit([{ command: ['sleep', '1000'] }]);
+    const w = await connect();
+    await w.hello();
+    w.send({ type: 'pull', credits: 1 });
+    const [task] = (await w.next('tasks')).tasks;
+    const first = leaseExpiry(task!.taskId);
+    for (let i = 0; i < 4; i++) {
+      m.clock.advance(TTL / 2);
+      const before = leaseExpiry(task!.taskId);
+      w.send({ type: 'heartbeat' });
+      await vi.waitFor(() => expect(leaseExpiry(task!.taskId)).toBeGreaterThan(before));
+      await m.app.pullman.reaper.tick();
+    }
+    // Two TTLs have passed since the claim; the heartbeats kept the task leased.
+    expect(leaseExpiry(task!.taskId)).toBeGreaterThan(first + TTL);
+    expect(m.store.getTask(parseTaskId(task!.taskId)!)!.state).toBe('running');
+    expect((await w.result(task!.taskId, task!.leaseId)).status).toBe('recorded');
+  });
+
+  it('a silent worker loses its tasks after the TTL and another worker gets them', async () => {
+    await submit([{ command: ['work'], key: 'only' }]);
+    const silent = await connect();
+    await silent.hello({ name: 'silent' });
+    silent.send({ type: 'pull', credits: 1 });
+    const [lost] = (await silent.next('tasks')).tasks;
+
+    m.clock.advance(TTL + 1);
+    // This one joins after the silence began, so only `silent` has been quiet past the TTL.
+    const other = await connect();
+    const { workerId: otherId } = await other.hello({ name: 'other' });
+    other.send({ type: 'pull', credits: 1 });
+
+    const swept = await m.app.pullman.reaper.tick();
+    expect(swept.requeued).toBe(1);
+    expect((await silent.closed).code).toBe(1006); // terminated by the manager
+
+    const [again] = (await other.next('tasks')).tasks;
+    expect(again).toMatchObject({ taskId: lost!.taskId, attempt: 2 });
+    expect(again!.leaseId).not.toBe(lost!.leaseId);
+    expect((await other.result(again!.taskId, again!.leaseId)).status).toBe('recorded');
+
+    const task = (await request(m.app.server).get(`/v1/tasks/${lost!.taskId}`).set(auth())).body;
+    expect(task).toMatchObject({ state: 'succeeded', workerId: otherId, attempts: 2 });
+    expect(task.history.map((h: { outcome: string }) => h.outcome)).toEqual(['lost', 'succeeded']);
+  });
+
+  it('answers a stale result with `stale` and records the task once', async () => {
+    await submit([{ command: ['work'] }]);
+    const a = await connect();
+    const { workerId: aId } = await a.hello({ name: 'a' });
+    a.send({ type: 'pull', credits: 1 });
+    const [first] = (await a.next('tasks')).tasks;
+    // a is cut off past the TTL; its task is requeued and b takes it.
+    await a.close();
+    m.clock.advance(TTL + 1);
+    await m.app.pullman.reaper.tick();
+    const b = await connect();
+    await b.hello({ name: 'b' });
+    b.send({ type: 'pull', credits: 1 });
+    const [second] = (await b.next('tasks')).tasks;
+    expect(second!.taskId).toBe(first!.taskId);
+
+    // a comes back and delivers the result from its outbox: the lease is no longer current.
+    const a2 = await connect();
+    const welcome = await a2.hello({ name: 'a', workerId: aId, running: [] });
+    expect(welcome.workerId).toBe(aId);
+    const staleAck = await a2.result(first!.taskId, first!.leaseId, { exitCode: 3 });
+    expect(staleAck).toMatchObject({ status: 'stale', taskId: first!.taskId });
+    const taskSeq = parseTaskId(first!.taskId)!;
+    expect(m.store.getTask(taskSeq)!.state).toBe('running');
+    expect(m.store.getTask(taskSeq)!.result).toBeNull();
+
+    expect((await b.result(second!.taskId, second!.leaseId)).status).toBe('recorded');
+    const task = m.store.getTask(taskSeq)!;
+    expect(task.state).toBe('succeeded');
+    expect(task.result!.exitCode).toBe(0);
+    // A second report for the same lease is stale too: recorded exactly once.
+    expect((await b.result(second!.taskId, second!.leaseId)).status).toBe('stale');
+  });
+
+  it('propagates a task cancel to the worker running it', async () => {
+    await submit([{ command: ['sleep', '100'] }]);
+    const w = await connect();
+    await w.hello();
+    w.send({ type: 'pull', credits: 1 });
+    const [t] = (await w.next('tasks')).tasks;
+    const res = await request(m.app.server).post(`/v1/tasks/${t!.taskId}/cancel`).set(auth());
+    expect(res.body.state).toBe('cancelled');
+    expect(await w.next('cancel')).toMatchObject({ taskId: t!.taskId, leaseId: t!.leaseId });
+    // The killed task's report arrives after the lease was voided: stale, nothing changes.
+    expect((await w.result(t!.taskId, t!.leaseId, { exitCode: null, signal: 'SIGTERM', cancelled: true })).status).toBe('stale');
+    expect(m.store.getTask(parseTaskId(t!.taskId)!)!.state).toBe('cancelled');
+  });
+
+  it('propagates a job cancel to every worker running its tasks', async () => {
+    const jobId = await submit([{ command: ['a'] }, { command: ['b'] }, { command: ['c'] }]);
+    const w = await connect();
+    await w.hello({ slots: 2 });
+    w.send({ type: 'pull', credits: 2 });
+    const running = (await w.next('tasks')).tasks;
+    const res = await request(m.app.server).post(`/v1/jobs/${jobId}/cancel`).set(auth());
+    expect(res.body).toMatchObject({ state: 'cancelled', counts: { cancelled: 3, queued: 0, running: 0 } });
+    const cancelled = [await w.next('cancel'), await w.next('cancel')].map((c) => c.taskId).sort();
+    expect(cancelled).toEqual(running.map((t) => t.taskId).sort());
+  });
+
+  it('a reconnecting worker resumes its leases and its result is recorded', async () => {
+    await submit([{ command: ['long'] }, { command: ['other'] }]);
+    const w1 = await connect();
+    const { workerId } = await w1.hello({ name: 'flaky' });
+    w1.send({ type: 'pull', credits: 1 });
+    const [t] = (await w1.next('tasks')).tasks;
+    await w1.close();
+    await vi.waitFor(async () => expect((await request(m.app.server).get(`/v1/workers/${workerId}`).set(auth())).body.state).toBe('offline'));
+
+    const w2 = await connect();
+    const welcome = await w2.hello({ name: 'flaky', workerId, running: [{ taskId: t!.taskId, leaseId: t!.leaseId }, { taskId: 'task-999', leaseId: 'gone-lease' }] });
+    expect(welcome.workerId).toBe(workerId);
+    expect(welcome.resumed).toEqual([t!.taskId]);
+    expect(welcome.lost).toEqual(['task-999']);
+    // The resumed lease belongs to the new session: its heartbeats extend it.
+    m.clock.advance(TTL / 2);
+    const before = leaseExpiry(t!.taskId);
+    w2.send({ type: 'heartbeat' });
+    await vi.waitFor(() => expect(leaseExpiry(t!.taskId)).toBeGreaterThan(before));
+    expect((await w2.result(t!.taskId, t!.leaseId)).status).toBe('recorded');
+  });
+
+  it('a released task is requeued without spending a retry and goes to another worker', async () => {
+    await submit([{ command: ['x'], retries: 0 }]);
+    const a = await connect();
+    await a.hello({ name: 'a' });
+    a.send({ type: 'pull', credits: 1 });
+    const [t] = (await a.next('tasks')).tasks;
+    a.send({ type: 'draining', reason: 'test' });
+    a.send({ type: 'release', taskId: t!.taskId, leaseId: t!.leaseId, reason: 'drain' });
+    expect((await a.next('ack')).status).toBe('recorded');
+    const b = await connect();
+    await b.hello({ name: 'b' });
+    b.send({ type: 'pull', credits: 1 });
+    const [again] = (await b.next('tasks')).tasks;
+    expect(again!.taskId).toBe(t!.taskId);
+    expect((await b.result(again!.taskId, again!.leaseId)).status).toBe('recorded');
+    expect(m.store.getTask(parseTaskId(t!.taskId)!)!.state).toBe('succeeded');
+  });
+
+  it('sends drain to a worker drained through the API and stops dispatching to it', async () => {
+    const w = await connect();
+    const { workerId } = await w.hello();
+    const res = await request(m.app.server).post(`/v1/workers/${workerId}/drain`).set(auth());
+    expect(res.body.state).toBe('draining');
+    await w.next('drain');
+    w.send({ type: 'pull', credits: 1 });
+    await submit([{ command: ['x'] }]);
+    // Another worker proves the dispatcher ran; the draining one got nothing.
+    const other = await connect();
+    await other.hello({ name: 'other' });
+    other.send({ type: 'pull', credits: 1 });
+    await other.next('tasks');
+    expect(w.received.filter((msg) => msg.type === 'tasks')).toEqual([]);
+  });
+
+  it('bye marks the worker gone and requeues what it still held', async () => {
+    await submit([{ command: ['x'] }]);
+    const w = await connect();
+    const { workerId } = await w.hello();
+    w.send({ type: 'pull', credits: 1 });
+    const [t] = (await w.next('tasks')).tasks;
+    w.send({ type: 'bye' });
+    expect((await w.closed).code).toBe(1000);
+    await vi.waitFor(() => expect(m.store.getTask(parseTaskId(t!.taskId)!)!.state).toBe('queued'));
+    expect(m.store.getWorker(workerId)!.state).toBe('gone');
+  });
+
+  it('declares an offline worker gone once its leases have had a full TTL', async () => {
+    const w = await connect();
+    const { workerId } = await w.hello();
+    await w.close();
+    await vi.waitFor(() => expect(m.store.getWorker(workerId)!.state).toBe('offline'));
+    await m.app.pullman.reaper.tick();
+    expect(m.store.getWorker(workerId)!.state).toBe('offline');
+    m.clock.advance(TTL + 1);
+    expect((await m.app.pullman.reaper.tick()).gone).toBe(1);
+    expect(m.store.getWorker(workerId)!.state).toBe('gone');
+  });
+});

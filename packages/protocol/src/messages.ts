@@ -1,0 +1,188 @@
+/**
+ * The worker channel: JSON text frames over one WebSocket per worker session at GET /v1/worker.
+ * docs/protocol.md explains the semantics message by message; the schemas here are the law.
+ *
+ * Every message has a `type`. Unknown fields are rejected so that a typo in another
+ * implementation fails loudly instead of being silently ignored.
+ */
+import Type, { type Static } from 'typebox';
+import { ErrorInfo, Label, TaskSpec, VmFacts } from './schemas.js';
+
+/** Bumped only for incompatible changes; the manager refuses a hello with another major. */
+export const PROTOCOL_VERSION = 1;
+
+/** Largest frame either side accepts. Results carry two 64 KiB tails and up to 1 MiB of output. */
+export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+/** Limits on what a worker reports, enforced by the manager (and honoured by the worker). */
+export const MAX_TAIL_BYTES = 64 * 1024;
+export const MAX_OUTPUT_BYTES = 1024 * 1024;
+
+const Id = Type.String({ minLength: 1, maxLength: 128 });
+const LeaseRef = Type.Object({ taskId: Id, leaseId: Id }, { additionalProperties: false });
+export type LeaseRef = Static<typeof LeaseRef>;
+
+// ---- worker -> manager ---------------------------------------------------------------------
+
+export const HelloMessage = Type.Object({
+  type: Type.Literal('hello'),
+  protocol: Type.Integer({ minimum: 1 }),
+  /** The id the manager gave this worker before; omitted on first contact. */
+  workerId: Type.Optional(Id),
+  name: Type.String({ minLength: 1, maxLength: 256 }),
+  hostname: Type.String({ minLength: 1, maxLength: 256 }),
+  slots: Type.Integer({ minimum: 1, maximum: 65_536 }),
+  labels: Type.Array(Label, { maxItems: 64 }),
+  version: Type.String({ maxLength: 64 }),
+  vm: Type.Union([VmFacts, Type.Null()]),
+  /** Leases of tasks still running on this worker, to be resumed after a reconnect. */
+  running: Type.Array(LeaseRef, { maxItems: 65_536 }),
+}, { additionalProperties: false });
+export type HelloMessage = Static<typeof HelloMessage>;
+
+/** Grants `credits` more free slots. Credits are additive; each delivered task consumes its `slots`. */
+export const PullMessage = Type.Object({
+  type: Type.Literal('pull'),
+  credits: Type.Integer({ minimum: 1, maximum: 65_536 }),
+}, { additionalProperties: false });
+export type PullMessage = Static<typeof PullMessage>;
+
+/** Extends the lease of every task this session holds. */
+export const HeartbeatMessage = Type.Object({
+  type: Type.Literal('heartbeat'),
+}, { additionalProperties: false });
+export type HeartbeatMessage = Static<typeof HeartbeatMessage>;
+
+/** What the worker observed when one execution ended. The manager decides success or failure. */
+export const ExecutionReport = Type.Object({
+  exitCode: Type.Union([Type.Integer(), Type.Null()]),
+  signal: Type.Union([Type.String({ maxLength: 32 }), Type.Null()]),
+  timedOut: Type.Boolean(),
+  cancelled: Type.Boolean(),
+  durationMs: Type.Integer({ minimum: 0 }),
+  stdoutTail: Type.String({ maxLength: MAX_TAIL_BYTES }),
+  stderrTail: Type.String({ maxLength: MAX_TAIL_BYTES }),
+  output: Type.Unknown(),
+  error: Type.Union([ErrorInfo, Type.Null()]),
+}, { additionalProperties: false });
+export type ExecutionReport = Static<typeof ExecutionReport>;
+
+export const ResultMessage = Type.Object({
+  type: Type.Literal('result'),
+  taskId: Id,
+  leaseId: Id,
+  report: ExecutionReport,
+}, { additionalProperties: false });
+export type ResultMessage = Static<typeof ResultMessage>;
+
+export const RELEASE_REASONS = ['drain', 'preempt', 'shutdown', 'cancelled'] as const;
+export type ReleaseReason = (typeof RELEASE_REASONS)[number];
+
+/** Gives a task back unfinished (drain, preemption). Requeues it without spending a retry. */
+export const ReleaseMessage = Type.Object({
+  type: Type.Literal('release'),
+  taskId: Id,
+  leaseId: Id,
+  reason: Type.Enum(RELEASE_REASONS),
+}, { additionalProperties: false });
+export type ReleaseMessage = Static<typeof ReleaseMessage>;
+
+/** The worker started draining on its own (SIGTERM, a Scheduled Event): stop sending it work. */
+export const DrainingMessage = Type.Object({
+  type: Type.Literal('draining'),
+  reason: Type.String({ maxLength: 256 }),
+}, { additionalProperties: false });
+export type DrainingMessage = Static<typeof DrainingMessage>;
+
+/** The worker leaves for good; the manager marks it gone. */
+export const ByeMessage = Type.Object({
+  type: Type.Literal('bye'),
+}, { additionalProperties: false });
+export type ByeMessage = Static<typeof ByeMessage>;
+
+export const WorkerMessage = Type.Union([HelloMessage, PullMessage, HeartbeatMessage, ResultMessage, ReleaseMessage, DrainingMessage, ByeMessage]);
+export type WorkerMessage = Static<typeof WorkerMessage>;
+
+// ---- manager -> worker ---------------------------------------------------------------------
+
+export const WelcomeMessage = Type.Object({
+  type: Type.Literal('welcome'),
+  protocol: Type.Integer(),
+  workerId: Id,
+  sessionId: Id,
+  heartbeatIntervalMs: Type.Integer({ minimum: 1 }),
+  leaseTtlMs: Type.Integer({ minimum: 1 }),
+  /** Task ids from hello.running whose leases this session now holds. */
+  resumed: Type.Array(Id),
+  /** Task ids from hello.running whose leases are gone: stop them and drop their results. */
+  lost: Type.Array(Id),
+}, { additionalProperties: false });
+export type WelcomeMessage = Static<typeof WelcomeMessage>;
+
+export const TaskAssignment = Type.Object({
+  taskId: Id,
+  jobId: Id,
+  key: Type.Union([Type.String(), Type.Null()]),
+  attempt: Type.Integer({ minimum: 1 }),
+  leaseId: Id,
+  spec: TaskSpec,
+}, { additionalProperties: false });
+export type TaskAssignment = Static<typeof TaskAssignment>;
+
+/** One or more leased tasks. Their slots add up to no more than the credits outstanding. */
+export const TasksMessage = Type.Object({
+  type: Type.Literal('tasks'),
+  tasks: Type.Array(TaskAssignment, { minItems: 1 }),
+}, { additionalProperties: false });
+export type TasksMessage = Static<typeof TasksMessage>;
+
+export const ACK_STATUSES = ['recorded', 'stale'] as const;
+export type AckStatus = (typeof ACK_STATUSES)[number];
+
+/**
+ * Answers a result or release after the commit. `stale` means the lease was no longer the
+ * task's current one: nothing changed, and the worker must drop the result all the same.
+ */
+export const AckMessage = Type.Object({
+  type: Type.Literal('ack'),
+  taskId: Id,
+  leaseId: Id,
+  status: Type.Enum(ACK_STATUSES),
+}, { additionalProperties: false });
+export type AckMessage = Static<typeof AckMessage>;
+
+/** Kill this task's process group; its lease is already void. */
+export const CancelMessage = Type.Object({
+  type: Type.Literal('cancel'),
+  taskId: Id,
+  leaseId: Id,
+}, { additionalProperties: false });
+export type CancelMessage = Static<typeof CancelMessage>;
+
+/** Stop pulling, finish or release running tasks, flush results, say bye. */
+export const DrainMessage = Type.Object({
+  type: Type.Literal('drain'),
+}, { additionalProperties: false });
+export type DrainMessage = Static<typeof DrainMessage>;
+
+/** A protocol error; the manager closes the socket after sending it when `fatal`. */
+export const ErrorMessage = Type.Object({
+  type: Type.Literal('error'),
+  code: Type.String(),
+  message: Type.String(),
+  fatal: Type.Boolean(),
+}, { additionalProperties: false });
+export type ErrorMessage = Static<typeof ErrorMessage>;
+
+export const ManagerMessage = Type.Union([WelcomeMessage, TasksMessage, AckMessage, CancelMessage, DrainMessage, ErrorMessage]);
+export type ManagerMessage = Static<typeof ManagerMessage>;
+
+/** WebSocket close codes the manager uses (4000-4999 are free for applications). */
+export const CLOSE_CODES = {
+  normal: 1000,
+  goingAway: 1001,
+  protocolError: 4400,
+  unauthorized: 4401,
+  replaced: 4409,
+  silent: 4408,
+} as const;

@@ -1,0 +1,54 @@
+import { parseDuration } from './duration.js';
+import { PullmanError } from './errors.js';
+import type { TaskDefaults, TaskSpec } from './schemas.js';
+
+/**
+ * Applies job defaults under a task and enforces the rules JSON Schema cannot express.
+ * Input has already passed the TaskSpec schema. Returns the spec as it will be stored.
+ * `where` prefixes error messages (e.g. "tasks[17]" or "line 4052").
+ */
+export function resolveTaskSpec(spec: TaskSpec, defaults: TaskDefaults | undefined, where: string): TaskSpec {
+  const merged: TaskSpec = defaults ? { ...defaults, ...spec } : { ...spec };
+  if (defaults?.env && spec.env) merged.env = { ...defaults.env, ...spec.env };
+  const hasCommand = merged.command !== undefined;
+  const hasShell = merged.shell !== undefined;
+  if (hasCommand === hasShell) {
+    throw new PullmanError(
+      'INVALID_TASK_SPEC',
+      `${where}: exactly one of "command" and "shell" is required (got ${hasCommand ? 'both' : 'neither'})`,
+    );
+  }
+  if (merged.timeout !== undefined) {
+    const ms = parseDuration(merged.timeout, `${where}.timeout`);
+    if (ms === 0) throw new PullmanError('INVALID_TASK_SPEC', `${where}.timeout: must be greater than 0`);
+  }
+  return merged;
+}
+
+/** Timeout of a stored spec in milliseconds, or null for none. */
+export function taskTimeoutMs(spec: TaskSpec): number | null {
+  return spec.timeout === undefined ? null : parseDuration(spec.timeout, 'timeout');
+}
+
+// ---- public ids ------------------------------------------------------------------------------
+// Jobs and tasks are SQLite rowids inside the store; outside, they carry a prefix so that
+// `pullman cancel ID` can tell a job from a task, and a log line is self-explanatory.
+
+const JOB_PREFIX = 'job-';
+const TASK_PREFIX = 'task-';
+
+export const formatJobId = (seq: number): string => `${JOB_PREFIX}${seq}`;
+export const formatTaskId = (seq: number): string => `${TASK_PREFIX}${seq}`;
+
+function parseId(prefix: string, id: string): number | null {
+  if (!id.startsWith(prefix)) return null;
+  const digits = id.slice(prefix.length);
+  if (!/^[1-9]\d{0,15}$/.test(digits)) return null;
+  const n = Number(digits);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+/** Returns the rowid behind a job id, or null if `id` is not a job id. */
+export const parseJobId = (id: string): number | null => parseId(JOB_PREFIX, id);
+/** Returns the rowid behind a task id, or null if `id` is not a task id. */
+export const parseTaskId = (id: string): number | null => parseId(TASK_PREFIX, id);

@@ -1,0 +1,95 @@
+/**
+ * Numbered, append-only schema migrations. Never edit a released one: add the next number.
+ * Each runs in its own transaction and bumps PRAGMA user_version, so a crash mid-migration
+ * leaves the database at the previous version, not half-way.
+ */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial schema',
+    sql: /* sql */ `
+      CREATE TABLE jobs (
+        id            INTEGER PRIMARY KEY,
+        name          TEXT,
+        state         TEXT NOT NULL CHECK (state IN ('active','succeeded','failed','cancelled')),
+        sealed        INTEGER NOT NULL CHECK (sealed IN (0,1)),
+        defaults      TEXT,
+        created_at    INTEGER NOT NULL,
+        finished_at   INTEGER,
+        -- Counters are kept in step with the tasks table by every operation that moves a task,
+        -- in the same transaction, so reading a job's progress never scans its tasks.
+        n_queued      INTEGER NOT NULL DEFAULT 0,
+        n_running     INTEGER NOT NULL DEFAULT 0,
+        n_succeeded   INTEGER NOT NULL DEFAULT 0,
+        n_failed      INTEGER NOT NULL DEFAULT 0,
+        n_cancelled   INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE INDEX jobs_state ON jobs (state, id);
+
+      CREATE TABLE tasks (
+        id               INTEGER PRIMARY KEY,
+        job_id           INTEGER NOT NULL REFERENCES jobs (id),
+        key              TEXT,
+        state            TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed','cancelled')),
+        priority         INTEGER NOT NULL,
+        slots            INTEGER NOT NULL,
+        requires         TEXT,               -- JSON array of labels, NULL when none (the fast path)
+        spec             TEXT NOT NULL,      -- the resolved TaskSpec as JSON
+        retries          INTEGER NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,  -- executions started
+        failures         INTEGER NOT NULL DEFAULT 0,  -- failed executions; compared with retries
+        losses           INTEGER NOT NULL DEFAULT 0,  -- infrastructure losses; capped separately
+        worker_id        TEXT,               -- worker of the latest attempt
+        session_id       TEXT,               -- session holding the lease while running
+        lease_id         TEXT,               -- the fencing token; NULL unless running
+        lease_expires_at INTEGER,
+        created_at       INTEGER NOT NULL,
+        started_at       INTEGER,
+        finished_at      INTEGER,
+        result           TEXT                -- TaskResult JSON of the latest finished attempt
+      );
+      CREATE UNIQUE INDEX tasks_job_key ON tasks (job_id, key) WHERE key IS NOT NULL;
+      -- The claim walks this partial index in order and stops after a few rows.
+      CREATE INDEX tasks_queue ON tasks (priority DESC, id) WHERE state = 'queued';
+      CREATE INDEX tasks_leases ON tasks (lease_expires_at) WHERE state = 'running';
+      CREATE INDEX tasks_worker ON tasks (worker_id) WHERE state = 'running';
+      CREATE INDEX tasks_job_state ON tasks (job_id, state, id);
+
+      CREATE TABLE attempts (
+        task_id     INTEGER NOT NULL,
+        attempt     INTEGER NOT NULL,
+        worker_id   TEXT,
+        started_at  INTEGER NOT NULL,
+        ended_at    INTEGER,
+        outcome     TEXT NOT NULL,
+        exit_code   INTEGER,
+        error       TEXT,
+        PRIMARY KEY (task_id, attempt)
+      ) WITHOUT ROWID;
+
+      CREATE TABLE workers (
+        id                 TEXT PRIMARY KEY,
+        name               TEXT NOT NULL,
+        hostname           TEXT NOT NULL,
+        state              TEXT NOT NULL CHECK (state IN ('ready','draining','offline','gone')),
+        slots              INTEGER NOT NULL,
+        labels             TEXT NOT NULL,
+        vm                 TEXT,
+        version            TEXT NOT NULL,
+        session_id         TEXT,
+        connected_at       INTEGER,
+        last_heartbeat_at  INTEGER,
+        offline_since      INTEGER,
+        tasks_succeeded    INTEGER NOT NULL DEFAULT 0,
+        tasks_failed       INTEGER NOT NULL DEFAULT 0,
+        created_at         INTEGER NOT NULL
+      );
+    `,
+  },
+];

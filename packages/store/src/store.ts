@@ -1,0 +1,833 @@
+/**
+ * The durable task queue. All queue SQL lives in this file, prepared once at open.
+ *
+ * Every public method is one named operation and runs in its own transaction. Called inside
+ * `store.transaction(...)` (the manager's group commit) each becomes a savepoint, so one
+ * failing operation rolls back alone while its neighbours in the batch still commit.
+ */
+import type Database from 'better-sqlite3';
+import { randomUUID } from 'node:crypto';
+import {
+  PullmanError,
+  formatJobId,
+  formatTaskId,
+  type Attempt,
+  type AttemptOutcome,
+  type ErrorInfo,
+  type ExecutionReport,
+  type HelloMessage,
+  type Job,
+  type JobState,
+  type ReleaseReason,
+  type ResultLine,
+  type Task,
+  type TaskAssignment,
+  type TaskDefaults,
+  type TaskResult,
+  type TaskSpec,
+  type TaskState,
+  type VmFacts,
+  type Worker,
+  type WorkerState,
+  MAX_OUTPUT_BYTES,
+} from '@pullman/protocol';
+import { openDatabase, type SyncMode } from './db.js';
+
+/**
+ * Extra candidates a claim looks at beyond its slot count, so that when the head of the queue
+ * holds tasks too big for the free slots, smaller ones behind them can fill the gap (backfill)
+ * in the same claim.
+ */
+const CLAIM_LOOKAHEAD = 16;
+
+/** Infrastructure losses (expired lease, release) a task may suffer; the next one fails it. */
+export const MAX_LOSSES = 10;
+
+export interface Clock {
+  now(): number;
+}
+export const systemClock: Clock = { now: () => Date.now() };
+
+export interface StoreOptions {
+  path: string;
+  sync?: SyncMode;
+  /** How long a lease lasts after a claim or heartbeat. */
+  leaseTtlMs: number;
+  clock?: Clock;
+}
+
+/** Who is asking for or reporting on a lease. */
+export interface SessionRef {
+  workerId: string;
+  sessionId: string;
+}
+
+export interface LeaseRef {
+  taskSeq: number;
+  leaseId: string;
+}
+
+/** A running task whose worker must be told to stop it. */
+export interface LeaseToCancel {
+  workerId: string;
+  taskId: string;
+  leaseId: string;
+}
+
+export type ReportOutcome =
+  | { status: 'stale' }
+  | { status: 'recorded'; taskState: TaskState; jobId: string; requeued: boolean };
+
+export interface ExpiredResult {
+  requeued: number;
+  failed: number;
+}
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+/** Stored worker state; `busy` is derived from used slots when reading. */
+type StoredWorkerState = Exclude<WorkerState, 'busy'>;
+
+interface JobRow {
+  id: number;
+  name: string | null;
+  state: JobState;
+  sealed: 0 | 1;
+  defaults: string | null;
+  created_at: number;
+  finished_at: number | null;
+  n_queued: number;
+  n_running: number;
+  n_succeeded: number;
+  n_failed: number;
+  n_cancelled: number;
+}
+
+interface TaskRow {
+  id: number;
+  job_id: number;
+  key: string | null;
+  state: TaskState;
+  priority: number;
+  slots: number;
+  spec: string;
+  retries: number;
+  attempts: number;
+  failures: number;
+  losses: number;
+  worker_id: string | null;
+  lease_id: string | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  result: string | null;
+}
+
+interface AttemptRow {
+  attempt: number;
+  worker_id: string | null;
+  started_at: number;
+  ended_at: number | null;
+  outcome: AttemptOutcome;
+  exit_code: number | null;
+  error: string | null;
+}
+
+interface WorkerRow {
+  id: string;
+  name: string;
+  hostname: string;
+  state: StoredWorkerState;
+  slots: number;
+  labels: string;
+  vm: string | null;
+  version: string;
+  session_id: string | null;
+  connected_at: number | null;
+  last_heartbeat_at: number | null;
+  offline_since: number | null;
+  tasks_succeeded: number;
+  tasks_failed: number;
+  used_slots: number;
+}
+
+/** Per-state deltas applied to a job's counters in one statement. */
+type CountDelta = Partial<Record<TaskState, number>>;
+
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+const parseJson = <T>(text: string | null): T | null => (text === null ? null : (JSON.parse(text) as T));
+
+export class TaskStore {
+  readonly db: Database.Database;
+  private readonly clock: Clock;
+  private readonly leaseTtlMs: number;
+  private readonly s: ReturnType<typeof prepare>;
+
+  constructor(options: StoreOptions) {
+    this.db = openDatabase({ path: options.path, sync: options.sync ?? 'normal' });
+    this.clock = options.clock ?? systemClock;
+    this.leaseTtlMs = options.leaseTtlMs;
+    this.s = prepare(this.db);
+    // Wrap every operation in a transaction once, here, so the methods below read as plain code.
+    for (const name of TRANSACTIONAL) {
+      const fn = (this as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!.bind(this);
+      (this as unknown as Record<string, unknown>)[name] = this.db.transaction(fn);
+    }
+  }
+
+  /** Runs `fn` in one transaction (nested operations become savepoints). */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  close(): void {
+    if (!this.db.open) return;
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+    this.db.close();
+  }
+
+  // ---- jobs ----------------------------------------------------------------------------------
+
+  /**
+   * Creates a job, optionally with its first tasks (already resolved against `defaults`).
+   * Sealed unless `open`. Returns the job and the submit counts.
+   */
+  createJob(input: { name?: string | undefined; defaults?: TaskDefaults | undefined; open?: boolean | undefined; tasks?: TaskSpec[] | undefined }): { job: Job; accepted: number; duplicates: number } {
+    const now = this.clock.now();
+    const { lastInsertRowid } = this.s.insertJob.run(input.name ?? null, input.defaults ? JSON.stringify(input.defaults) : null, now);
+    const jobSeq = Number(lastInsertRowid);
+    const counts = input.tasks?.length ? this.insertTasks(jobSeq, input.tasks, now) : { accepted: 0, duplicates: 0 };
+    if (!input.open) this.s.sealJob.run(jobSeq);
+    this.finishJobIfDone(jobSeq, now);
+    return { job: this.mustGetJob(jobSeq), ...counts };
+  }
+
+  /**
+   * Adds resolved tasks to an unsealed job in one transaction, idempotent per key.
+   * Returns accepted and duplicate counts; throws JOB_NOT_FOUND or JOB_SEALED.
+   */
+  submitTasks(jobSeq: number, specs: readonly TaskSpec[]): { accepted: number; duplicates: number } {
+    const job = this.s.getJob.get(jobSeq) as JobRow | undefined;
+    if (!job) throw new PullmanError('JOB_NOT_FOUND', `job ${formatJobId(jobSeq)} does not exist`);
+    if (job.sealed) throw new PullmanError('JOB_SEALED', `job ${formatJobId(jobSeq)} is sealed; create a new job or submit to an open one`);
+    return this.insertTasks(jobSeq, specs, this.clock.now());
+  }
+
+  /** Job defaults as stored at creation, for resolving tasks appended later. */
+  getJobDefaults(jobSeq: number): TaskDefaults | undefined {
+    const job = this.s.getJob.get(jobSeq) as JobRow | undefined;
+    if (!job) throw new PullmanError('JOB_NOT_FOUND', `job ${formatJobId(jobSeq)} does not exist`);
+    return parseJson<TaskDefaults>(job.defaults) ?? undefined;
+  }
+
+  private insertTasks(jobSeq: number, specs: readonly TaskSpec[], now: number): { accepted: number; duplicates: number } {
+    let accepted = 0;
+    for (const spec of specs) {
+      const requires = spec.requires?.length ? JSON.stringify([...new Set(spec.requires)]) : null;
+      const info = this.s.insertTask.run(jobSeq, spec.key ?? null, spec.priority ?? 0, spec.slots ?? 1, requires, JSON.stringify(spec), spec.retries ?? 0, now);
+      accepted += info.changes;
+    }
+    if (accepted > 0) {
+      this.applyCounts(jobSeq, { queued: accepted });
+      // A finished job that receives tasks (only possible while open) becomes active again.
+      this.s.reactivateJob.run(jobSeq);
+    }
+    return { accepted, duplicates: specs.length - accepted };
+  }
+
+  /** Seals a job so no more tasks can be added; finishes it if every task is terminal. */
+  sealJob(jobSeq: number): Job {
+    this.mustGetJob(jobSeq);
+    this.s.sealJob.run(jobSeq);
+    this.finishJobIfDone(jobSeq, this.clock.now());
+    return this.mustGetJob(jobSeq);
+  }
+
+  getJob(jobSeq: number): Job | null {
+    const row = this.s.getJob.get(jobSeq) as JobRow | undefined;
+    return row ? jobFromRow(row) : null;
+  }
+
+  /** Newest first. `cursor` is the opaque nextCursor of the previous page. */
+  listJobs(query: { state?: JobState | undefined; limit: number; cursor?: string | undefined }): Page<Job> {
+    const before = query.cursor === undefined ? Number.MAX_SAFE_INTEGER : decodeCursor(query.cursor);
+    const rows = (query.state
+      ? this.s.listJobsByState.all(query.state, before, query.limit + 1)
+      : this.s.listJobs.all(before, query.limit + 1)) as JobRow[];
+    return paginate(rows, query.limit, jobFromRow);
+  }
+
+  /**
+   * Cancels a job: queued tasks become cancelled, running ones are cancelled and their
+   * leases voided. Returns the job and the leases whose workers must kill the processes.
+   */
+  cancelJob(jobSeq: number): { job: Job; toCancel: LeaseToCancel[] } {
+    const job = this.mustGetJob(jobSeq);
+    if (job.state !== 'active') return { job, toCancel: [] };
+    const now = this.clock.now();
+    const toCancel: LeaseToCancel[] = [];
+    for (const row of this.s.runningTasksOfJob.all(jobSeq) as TaskRow[]) {
+      toCancel.push({ workerId: row.worker_id!, taskId: formatTaskId(row.id), leaseId: row.lease_id! });
+      this.endAttempt(row.id, row.attempts, now, 'cancelled', null, { code: 'CANCELLED', message: 'job cancelled' });
+    }
+    const queued = this.s.cancelQueuedOfJob.run(now, jobSeq).changes;
+    const running = this.s.cancelRunningOfJob.run(now, jobSeq).changes;
+    this.applyCounts(jobSeq, { queued: -queued, running: -running, cancelled: queued + running });
+    this.s.setJobState.run('cancelled', now, jobSeq);
+    // A cancelled job takes no more tasks, even if it was open: a late submitter must not
+    // silently revive it.
+    this.s.sealJob.run(jobSeq);
+    return { job: this.mustGetJob(jobSeq), toCancel };
+  }
+
+  /**
+   * Requeues a job's failed (or cancelled) tasks with a fresh retry and loss budget, and
+   * reopens the job. Returns how many tasks were requeued.
+   */
+  retryJob(jobSeq: number, state: 'failed' | 'cancelled' = 'failed'): number {
+    this.mustGetJob(jobSeq);
+    const requeued = this.s.requeueTasksOfJob.run(jobSeq, state).changes;
+    if (requeued > 0) {
+      this.applyCounts(jobSeq, { [state]: -requeued, queued: requeued });
+      this.s.reactivateJob.run(jobSeq);
+    }
+    return requeued;
+  }
+
+  // ---- tasks ---------------------------------------------------------------------------------
+
+  getTask(taskSeq: number, withHistory = true): Task | null {
+    const row = this.s.getTask.get(taskSeq) as TaskRow | undefined;
+    if (!row) return null;
+    const task = taskFromRow(row);
+    if (withHistory) task.history = (this.s.attemptsOfTask.all(taskSeq) as AttemptRow[]).map(attemptFromRow);
+    return task;
+  }
+
+  /** A job's tasks in submission order, optionally of one state. */
+  listTasks(jobSeq: number, query: { state?: TaskState | undefined; limit: number; cursor?: string | undefined }): Page<Task> {
+    this.mustGetJob(jobSeq);
+    const after = query.cursor === undefined ? 0 : decodeCursor(query.cursor);
+    const rows = (query.state
+      ? this.s.listTasksByState.all(jobSeq, query.state, after, query.limit + 1)
+      : this.s.listTasks.all(jobSeq, after, query.limit + 1)) as TaskRow[];
+    return paginate(rows, query.limit, (r) => taskFromRow(r));
+  }
+
+  /** One page of result lines for a job's terminal tasks, after task `afterSeq`. */
+  resultsPage(jobSeq: number, afterSeq: number, limit: number): { lines: ResultLine[]; lastSeq: number | null } {
+    const rows = this.s.terminalTasksOfJob.all(jobSeq, afterSeq, limit) as TaskRow[];
+    const lines = rows.map((r): ResultLine => {
+      const result = parseJson<TaskResult>(r.result);
+      return {
+        taskId: formatTaskId(r.id),
+        key: r.key,
+        state: r.state,
+        exitCode: result?.exitCode ?? null,
+        output: result?.output ?? null,
+        durationMs: result?.durationMs ?? null,
+        attempts: r.attempts,
+        error: result?.error ?? null,
+      };
+    });
+    return { lines, lastSeq: rows.length ? rows[rows.length - 1]!.id : null };
+  }
+
+  /**
+   * Cancels one task. A queued task is cancelled; a running one is cancelled and its lease
+   * voided (returned so the worker can be told). Terminal tasks are left as they are.
+   */
+  cancelTask(taskSeq: number): { task: Task; toCancel: LeaseToCancel | null } {
+    const row = this.s.getTask.get(taskSeq) as TaskRow | undefined;
+    if (!row) throw new PullmanError('TASK_NOT_FOUND', `task ${formatTaskId(taskSeq)} does not exist`);
+    const now = this.clock.now();
+    let toCancel: LeaseToCancel | null = null;
+    if (row.state === 'queued' || row.state === 'running') {
+      if (row.state === 'running') {
+        toCancel = { workerId: row.worker_id!, taskId: formatTaskId(row.id), leaseId: row.lease_id! };
+        this.endAttempt(row.id, row.attempts, now, 'cancelled', null, { code: 'CANCELLED', message: 'task cancelled' });
+      }
+      this.s.setTaskTerminal.run('cancelled', now, null, taskSeq);
+      this.applyCounts(row.job_id, { [row.state]: -1, cancelled: 1 });
+      this.finishJobIfDone(row.job_id, now);
+    }
+    return { task: this.getTask(taskSeq)!, toCancel };
+  }
+
+  // ---- leases --------------------------------------------------------------------------------
+
+  /**
+   * Claims queued tasks for a worker: priority first, then FIFO, skipping tasks that need
+   * more slots than `freeSlots` or labels the worker lacks. Issues a fresh lease per task.
+   * Returns the assignments (their slots sum to at most freeSlots).
+   */
+  claimTasks(session: SessionRef, labels: readonly string[], freeSlots: number, maxTasks = 256): TaskAssignment[] {
+    if (freeSlots < 1) return [];
+    const now = this.clock.now();
+    const expires = now + this.leaseTtlMs;
+    const candidates = this.s.claimCandidates.all({ freeSlots, labels: JSON.stringify(labels), limit: Math.min(freeSlots, maxTasks) + CLAIM_LOOKAHEAD }) as Array<{ id: number; slots: number }>;
+    const out: TaskAssignment[] = [];
+    const perJob = new Map<number, number>();
+    let free = freeSlots;
+    for (const c of candidates) {
+      if (c.slots > free) continue;
+      const leaseId = randomUUID();
+      const row = this.s.leaseTask.get(leaseId, expires, session.workerId, session.sessionId, now, c.id) as
+        | { id: number; job_id: number; key: string | null; attempts: number; spec: string }
+        | undefined;
+      if (!row) continue;
+      free -= c.slots;
+      this.s.insertAttempt.run(row.id, row.attempts, session.workerId, now);
+      perJob.set(row.job_id, (perJob.get(row.job_id) ?? 0) + 1);
+      out.push({ taskId: formatTaskId(row.id), jobId: formatJobId(row.job_id), key: row.key, attempt: row.attempts, leaseId, spec: JSON.parse(row.spec) as TaskSpec });
+      if (free === 0 || out.length >= maxTasks) break;
+    }
+    for (const [jobSeq, n] of perJob) this.applyCounts(jobSeq, { queued: -n, running: n });
+    return out;
+  }
+
+  /** Extends every lease held by a worker session to now + TTL. Returns how many. */
+  extendLeases(session: SessionRef): number {
+    const now = this.clock.now();
+    this.s.touchWorker.run(now, session.workerId);
+    return this.s.extendLeases.run(now + this.leaseTtlMs, session.workerId, session.sessionId).changes;
+  }
+
+  /**
+   * Records the end of one execution, fenced by the lease: success if it exited 0 within its
+   * timeout, else a failure that requeues while retries remain. Returns `stale` (changing
+   * nothing) when `leaseId` is not the task's current lease or the task is not this worker's.
+   */
+  reportExecution(workerId: string, lease: LeaseRef, report: ExecutionReport): ReportOutcome {
+    const succeeded = report.exitCode === 0 && !report.timedOut && !report.cancelled && report.error === null;
+    return succeeded ? this.completeTask(workerId, lease, report) : this.failTask(workerId, lease, report);
+  }
+
+  /** Marks a leased task succeeded. Returns `stale` if the lease is not current. */
+  completeTask(workerId: string, lease: LeaseRef, report: ExecutionReport): ReportOutcome {
+    const row = this.currentLease(workerId, lease);
+    if (!row) return { status: 'stale' };
+    const now = this.clock.now();
+    this.endAttempt(row.id, row.attempts, now, 'succeeded', report.exitCode, null);
+    this.s.setTaskTerminal.run('succeeded', now, JSON.stringify(toTaskResult(report, null)), row.id);
+    this.s.bumpWorkerSucceeded.run(workerId);
+    this.applyCounts(row.job_id, { running: -1, succeeded: 1 });
+    this.finishJobIfDone(row.job_id, now);
+    return { status: 'recorded', taskState: 'succeeded', jobId: formatJobId(row.job_id), requeued: false };
+  }
+
+  /**
+   * Records a failed execution (non-zero exit, signal, timeout, spawn error). Requeues the task
+   * while `retries` remain, else fails it. Returns `stale` if the lease is not current.
+   */
+  failTask(workerId: string, lease: LeaseRef, report: ExecutionReport): ReportOutcome {
+    const row = this.currentLease(workerId, lease);
+    if (!row) return { status: 'stale' };
+    const now = this.clock.now();
+    const error = failureError(report);
+    this.endAttempt(row.id, row.attempts, now, report.timedOut ? 'timed-out' : 'failed', report.exitCode, error);
+    this.s.bumpWorkerFailed.run(workerId);
+    const result = JSON.stringify(toTaskResult(report, error));
+    if (row.failures < row.retries) {
+      this.s.requeueAfterFailure.run(result, row.id);
+      this.applyCounts(row.job_id, { running: -1, queued: 1 });
+      return { status: 'recorded', taskState: 'queued', jobId: formatJobId(row.job_id), requeued: true };
+    }
+    this.s.failTerminal.run(now, result, row.id);
+    this.applyCounts(row.job_id, { running: -1, failed: 1 });
+    this.finishJobIfDone(row.job_id, now);
+    return { status: 'recorded', taskState: 'failed', jobId: formatJobId(row.job_id), requeued: false };
+  }
+
+  /**
+   * Gives a leased task back unfinished (drain, preemption): requeued without spending a
+   * retry, counted as an infrastructure loss. Returns `stale` if the lease is not current.
+   */
+  releaseTask(workerId: string, lease: LeaseRef, reason: ReleaseReason): ReportOutcome {
+    const row = this.currentLease(workerId, lease);
+    if (!row) return { status: 'stale' };
+    const state = this.loseTask(row, 'released', `released by worker (${reason})`, this.clock.now());
+    return { status: 'recorded', taskState: state, jobId: formatJobId(row.job_id), requeued: state === 'queued' };
+  }
+
+  /**
+   * Requeues tasks whose lease expired (their worker vanished) without spending a retry;
+   * a task lost more than MAX_LOSSES times fails with WORKER_LOST. Handles up to `limit`.
+   */
+  requeueExpired(limit = 1_000): ExpiredResult {
+    const now = this.clock.now();
+    const out: ExpiredResult = { requeued: 0, failed: 0 };
+    for (const row of this.s.expiredLeases.all(now, limit) as TaskRow[]) {
+      const state = this.loseTask(row, 'lost', `lease expired on worker ${row.worker_id ?? '?'}`, now);
+      if (state === 'queued') out.requeued++;
+      else out.failed++;
+    }
+    return out;
+  }
+
+  /**
+   * Requeues every task a worker still holds, at once, as infrastructure losses (the worker said
+   * bye or was declared gone). Returns how many were taken back.
+   */
+  requeueWorkerTasks(workerId: string, reason: string): number {
+    const now = this.clock.now();
+    const rows = this.s.runningTasksOfWorker.all(workerId) as TaskRow[];
+    for (const row of rows) this.loseTask(row, 'lost', reason, now);
+    return rows.length;
+  }
+
+  /**
+   * After a reconnect: the new session takes over the listed leases that are still current
+   * and this worker's. Returns the task ids resumed, and those whose leases are gone.
+   */
+  resumeLeases(session: SessionRef, leases: ReadonlyArray<{ taskSeq: number | null; taskId: string; leaseId: string }>): { resumed: string[]; lost: string[] } {
+    const expires = this.clock.now() + this.leaseTtlMs;
+    const resumed: string[] = [];
+    const lost: string[] = [];
+    for (const l of leases) {
+      const ok = l.taskSeq !== null && this.s.resumeLease.run(session.sessionId, expires, l.taskSeq, l.leaseId, session.workerId).changes === 1;
+      (ok ? resumed : lost).push(l.taskId);
+    }
+    return { resumed, lost };
+  }
+
+  private currentLease(workerId: string, lease: LeaseRef): TaskRow | undefined {
+    return this.s.currentLease.get(lease.taskSeq, lease.leaseId, workerId) as TaskRow | undefined;
+  }
+
+  /** One infrastructure loss: requeue, or fail with WORKER_LOST past the cap. */
+  private loseTask(row: TaskRow, outcome: 'lost' | 'released', message: string, now: number): TaskState {
+    this.endAttempt(row.id, row.attempts, now, outcome, null, { code: 'WORKER_LOST', message });
+    if (row.losses < MAX_LOSSES) {
+      this.s.requeueAfterLoss.run(row.id);
+      this.applyCounts(row.job_id, { running: -1, queued: 1 });
+      return 'queued';
+    }
+    const error: ErrorInfo = { code: 'WORKER_LOST', message: `lost ${row.losses + 1} times to infrastructure (last: ${message})` };
+    const result: TaskResult = { exitCode: null, signal: null, durationMs: 0, stdoutTail: '', stderrTail: '', output: null, error };
+    this.s.failLost.run(now, JSON.stringify(result), row.id);
+    this.applyCounts(row.job_id, { running: -1, failed: 1 });
+    this.finishJobIfDone(row.job_id, now);
+    return 'failed';
+  }
+
+  private endAttempt(taskSeq: number, attempt: number, now: number, outcome: AttemptOutcome, exitCode: number | null, error: ErrorInfo | null): void {
+    this.s.endAttempt.run(now, outcome, exitCode, error ? JSON.stringify(error) : null, taskSeq, attempt);
+  }
+
+  // ---- workers -------------------------------------------------------------------------------
+
+  /**
+   * Registers a worker session from its hello. Reuses the record when the hello names a
+   * known worker id, else creates one. Returns the worker id.
+   */
+  registerWorker(hello: HelloMessage, sessionId: string): string {
+    const now = this.clock.now();
+    const known = hello.workerId !== undefined && this.s.getWorker.get(hello.workerId) !== undefined;
+    const workerId = known ? hello.workerId! : `w-${randomUUID().slice(0, 13).replace('-', '')}`;
+    this.s.upsertWorker.run({
+      id: workerId,
+      name: hello.name,
+      hostname: hello.hostname,
+      slots: hello.slots,
+      labels: JSON.stringify(hello.labels),
+      vm: hello.vm ? JSON.stringify(hello.vm) : null,
+      version: hello.version,
+      session_id: sessionId,
+      now,
+    });
+    return workerId;
+  }
+
+  /** Sets a worker's stored state; `offline` also records since when. */
+  setWorkerState(workerId: string, state: StoredWorkerState): void {
+    this.s.setWorkerState.run(state, state === 'offline' ? this.clock.now() : null, workerId);
+  }
+
+  getWorker(workerId: string): Worker | null {
+    const row = this.s.getWorkerWithSlots.get(workerId) as WorkerRow | undefined;
+    return row ? workerFromRow(row) : null;
+  }
+
+  listWorkers(): Worker[] {
+    return (this.s.listWorkers.all() as WorkerRow[]).map(workerFromRow);
+  }
+
+  /** Workers offline since before `cutoff`: the reaper declares them gone. */
+  workersOfflineSince(cutoff: number): string[] {
+    return (this.s.offlineWorkersBefore.all(cutoff) as Array<{ id: string }>).map((r) => r.id);
+  }
+
+  /** At manager start, no session survives: every connected worker is offline until it returns. */
+  markAllWorkersOffline(): number {
+    return this.s.markAllOffline.run(this.clock.now()).changes;
+  }
+
+  /**
+   * At manager start: every running lease gets at least one more TTL, so workers that were
+   * cut off by the restart can reconnect and resume before the reaper calls their tasks lost.
+   * Returns how many leases were extended.
+   */
+  extendAllLeasesForRestart(): number {
+    return this.s.graceLeases.run(this.clock.now() + this.leaseTtlMs).changes;
+  }
+
+  // ---- statistics ----------------------------------------------------------------------------
+
+  /** Task counts by state over all jobs, from the job counters (no task scan). */
+  taskCounts(): Record<TaskState, number> {
+    const r = this.s.taskTotals.get() as Record<TaskState, number | null>;
+    return { queued: r.queued ?? 0, running: r.running ?? 0, succeeded: r.succeeded ?? 0, failed: r.failed ?? 0, cancelled: r.cancelled ?? 0 };
+  }
+
+  jobCounts(): Record<JobState, number> {
+    const out: Record<JobState, number> = { active: 0, succeeded: 0, failed: 0, cancelled: 0 };
+    for (const r of this.s.jobTotals.all() as Array<{ state: JobState; n: number }>) out[r.state] = r.n;
+    return out;
+  }
+
+  /** Whether any task is queued (cheap: one index probe). */
+  hasQueued(): boolean {
+    return this.s.anyQueued.get() !== undefined;
+  }
+
+  // ---- bookkeeping ---------------------------------------------------------------------------
+
+  private applyCounts(jobSeq: number, d: CountDelta): void {
+    this.s.applyCounts.run(d.queued ?? 0, d.running ?? 0, d.succeeded ?? 0, d.failed ?? 0, d.cancelled ?? 0, jobSeq);
+  }
+
+  /** A sealed, active job whose tasks are all terminal ends: succeeded iff none failed or was cancelled. */
+  private finishJobIfDone(jobSeq: number, now: number): void {
+    this.s.finishJob.run(now, jobSeq);
+  }
+
+  private mustGetJob(jobSeq: number): Job {
+    const job = this.getJob(jobSeq);
+    if (!job) throw new PullmanError('JOB_NOT_FOUND', `job ${formatJobId(jobSeq)} does not exist`);
+    return job;
+  }
+}
+
+/** Methods that run in a transaction of their own (a savepoint when nested). */
+const TRANSACTIONAL = [
+  'createJob', 'submitTasks', 'sealJob', 'cancelJob', 'retryJob', 'cancelTask', 'claimTasks', 'extendLeases',
+  'completeTask', 'failTask', 'reportExecution', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'resumeLeases',
+  'registerWorker', 'setWorkerState', 'markAllWorkersOffline', 'extendAllLeasesForRestart',
+] as const satisfies ReadonlyArray<keyof TaskStore>;
+
+function prepare(db: Database.Database) {
+  const p = (sql: string) => db.prepare(sql);
+  return {
+    insertJob: p(`INSERT INTO jobs (name, state, sealed, defaults, created_at) VALUES (?, 'active', 0, ?, ?)`),
+    getJob: p(`SELECT * FROM jobs WHERE id = ?`),
+    sealJob: p(`UPDATE jobs SET sealed = 1 WHERE id = ?`),
+    setJobState: p(`UPDATE jobs SET state = ?, finished_at = ? WHERE id = ?`),
+    reactivateJob: p(`UPDATE jobs SET state = 'active', finished_at = NULL WHERE id = ? AND state <> 'active'`),
+    finishJob: p(`
+      UPDATE jobs SET state = CASE WHEN n_failed + n_cancelled = 0 THEN 'succeeded' ELSE 'failed' END, finished_at = ?
+      WHERE id = ? AND state = 'active' AND sealed = 1 AND n_queued = 0 AND n_running = 0`),
+    applyCounts: p(`
+      UPDATE jobs SET n_queued = n_queued + ?, n_running = n_running + ?, n_succeeded = n_succeeded + ?,
+                      n_failed = n_failed + ?, n_cancelled = n_cancelled + ?
+      WHERE id = ?`),
+    listJobs: p(`SELECT * FROM jobs WHERE id < ? ORDER BY id DESC LIMIT ?`),
+    listJobsByState: p(`SELECT * FROM jobs WHERE state = ? AND id < ? ORDER BY id DESC LIMIT ?`),
+    jobTotals: p(`SELECT state, count(*) AS n FROM jobs GROUP BY state`),
+    taskTotals: p(`SELECT sum(n_queued) AS queued, sum(n_running) AS running, sum(n_succeeded) AS succeeded,
+                          sum(n_failed) AS failed, sum(n_cancelled) AS cancelled FROM jobs`),
+
+    insertTask: p(`
+      INSERT INTO tasks (job_id, key, state, priority, slots, requires, spec, retries, created_at)
+      VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)
+      ON CONFLICT (job_id, key) WHERE key IS NOT NULL DO NOTHING`),
+    getTask: p(`SELECT * FROM tasks WHERE id = ?`),
+    listTasks: p(`SELECT * FROM tasks WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?`),
+    listTasksByState: p(`SELECT * FROM tasks WHERE job_id = ? AND state = ? AND id > ? ORDER BY id LIMIT ?`),
+    terminalTasksOfJob: p(`
+      SELECT id, key, state, attempts, result FROM tasks
+      WHERE job_id = ? AND id > ? AND state IN ('succeeded','failed','cancelled') ORDER BY id LIMIT ?`),
+    attemptsOfTask: p(`SELECT * FROM attempts WHERE task_id = ? ORDER BY attempt`),
+    anyQueued: p(`SELECT 1 FROM tasks WHERE state = 'queued' LIMIT 1`),
+
+    // Walks tasks_queue in (priority DESC, id) order. Tasks with no `requires` skip the
+    // label subquery entirely; the rest need every required label among the worker's.
+    claimCandidates: p(`
+      SELECT id, slots FROM tasks
+      WHERE state = 'queued' AND slots <= @freeSlots
+        AND (requires IS NULL OR NOT EXISTS (
+              SELECT 1 FROM json_each(tasks.requires) r WHERE r.value NOT IN (SELECT value FROM json_each(@labels))))
+      ORDER BY priority DESC, id
+      LIMIT @limit`),
+    leaseTask: p(`
+      UPDATE tasks SET state = 'running', lease_id = ?, lease_expires_at = ?, worker_id = ?, session_id = ?,
+                       attempts = attempts + 1, started_at = ?
+      WHERE id = ? AND state = 'queued'
+      RETURNING id, job_id, key, attempts, spec`),
+    insertAttempt: p(`INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome) VALUES (?, ?, ?, ?, 'running')`),
+    endAttempt: p(`UPDATE attempts SET ended_at = ?, outcome = ?, exit_code = ?, error = ? WHERE task_id = ? AND attempt = ?`),
+    extendLeases: p(`UPDATE tasks SET lease_expires_at = ? WHERE worker_id = ? AND session_id = ? AND state = 'running'`),
+    currentLease: p(`SELECT * FROM tasks WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'`),
+    resumeLease: p(`
+      UPDATE tasks SET session_id = ?, lease_expires_at = ?
+      WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'`),
+    setTaskTerminal: p(`
+      UPDATE tasks SET state = ?, finished_at = ?, result = coalesce(?, result), lease_id = NULL, lease_expires_at = NULL, session_id = NULL
+      WHERE id = ?`),
+    requeueAfterFailure: p(`
+      UPDATE tasks SET state = 'queued', failures = failures + 1, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
+      WHERE id = ?`),
+    failTerminal: p(`
+      UPDATE tasks SET state = 'failed', failures = failures + 1, finished_at = ?, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
+      WHERE id = ?`),
+    requeueAfterLoss: p(`
+      UPDATE tasks SET state = 'queued', losses = losses + 1, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
+      WHERE id = ?`),
+    failLost: p(`
+      UPDATE tasks SET state = 'failed', losses = losses + 1, finished_at = ?, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
+      WHERE id = ?`),
+    expiredLeases: p(`SELECT * FROM tasks WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?`),
+    runningTasksOfWorker: p(`SELECT * FROM tasks WHERE state = 'running' AND worker_id = ?`),
+    runningTasksOfJob: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'running'`),
+    cancelQueuedOfJob: p(`UPDATE tasks SET state = 'cancelled', finished_at = ? WHERE job_id = ? AND state = 'queued'`),
+    cancelRunningOfJob: p(`
+      UPDATE tasks SET state = 'cancelled', finished_at = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
+      WHERE job_id = ? AND state = 'running'`),
+    requeueTasksOfJob: p(`
+      UPDATE tasks SET state = 'queued', failures = 0, losses = 0, finished_at = NULL
+      WHERE job_id = ? AND state = ?`),
+
+    getWorker: p(`SELECT id FROM workers WHERE id = ?`),
+    upsertWorker: p(`
+      INSERT INTO workers (id, name, hostname, state, slots, labels, vm, version, session_id, connected_at, last_heartbeat_at, created_at)
+      VALUES (@id, @name, @hostname, 'ready', @slots, @labels, @vm, @version, @session_id, @now, @now, @now)
+      ON CONFLICT (id) DO UPDATE SET name = @name, hostname = @hostname, state = 'ready', slots = @slots, labels = @labels,
+        vm = @vm, version = @version, session_id = @session_id, connected_at = @now, last_heartbeat_at = @now, offline_since = NULL`),
+    setWorkerState: p(`UPDATE workers SET state = ?, offline_since = ? WHERE id = ?`),
+    touchWorker: p(`UPDATE workers SET last_heartbeat_at = ? WHERE id = ?`),
+    bumpWorkerSucceeded: p(`UPDATE workers SET tasks_succeeded = tasks_succeeded + 1 WHERE id = ?`),
+    bumpWorkerFailed: p(`UPDATE workers SET tasks_failed = tasks_failed + 1 WHERE id = ?`),
+    getWorkerWithSlots: p(`
+      SELECT w.*, (SELECT coalesce(sum(slots), 0) FROM tasks t WHERE t.state = 'running' AND t.worker_id = w.id) AS used_slots
+      FROM workers w WHERE w.id = ?`),
+    listWorkers: p(`
+      SELECT w.*, coalesce(u.used, 0) AS used_slots FROM workers w
+      LEFT JOIN (SELECT worker_id, sum(slots) AS used FROM tasks WHERE state = 'running' GROUP BY worker_id) u ON u.worker_id = w.id
+      ORDER BY w.created_at, w.id`),
+    offlineWorkersBefore: p(`SELECT id FROM workers WHERE state = 'offline' AND offline_since <= ?`),
+    graceLeases: p(`UPDATE tasks SET lease_expires_at = max(lease_expires_at, ?) WHERE state = 'running'`),
+    markAllOffline: p(`UPDATE workers SET state = 'offline', offline_since = ?, session_id = NULL WHERE state IN ('ready','draining')`),
+  };
+}
+
+// ---- row mapping -------------------------------------------------------------------------------
+
+function jobFromRow(r: JobRow): Job {
+  return {
+    id: formatJobId(r.id),
+    name: r.name,
+    state: r.state,
+    sealed: r.sealed === 1,
+    createdAt: iso(r.created_at)!,
+    finishedAt: iso(r.finished_at),
+    counts: {
+      queued: r.n_queued,
+      running: r.n_running,
+      succeeded: r.n_succeeded,
+      failed: r.n_failed,
+      cancelled: r.n_cancelled,
+      total: r.n_queued + r.n_running + r.n_succeeded + r.n_failed + r.n_cancelled,
+    },
+  };
+}
+
+function taskFromRow(r: TaskRow): Task {
+  return {
+    id: formatTaskId(r.id),
+    jobId: formatJobId(r.job_id),
+    key: r.key,
+    state: r.state,
+    priority: r.priority,
+    slots: r.slots,
+    spec: JSON.parse(r.spec) as TaskSpec,
+    attempts: r.attempts,
+    createdAt: iso(r.created_at)!,
+    startedAt: iso(r.started_at),
+    finishedAt: iso(r.finished_at),
+    workerId: r.worker_id,
+    result: parseJson<TaskResult>(r.result),
+  };
+}
+
+function attemptFromRow(r: AttemptRow): Attempt {
+  return {
+    attempt: r.attempt,
+    workerId: r.worker_id,
+    startedAt: iso(r.started_at)!,
+    endedAt: iso(r.ended_at),
+    outcome: r.outcome,
+    exitCode: r.exit_code,
+    error: parseJson<ErrorInfo>(r.error),
+  };
+}
+
+function workerFromRow(r: WorkerRow): Worker {
+  const state: WorkerState = r.state === 'ready' && r.used_slots > 0 ? 'busy' : r.state;
+  return {
+    id: r.id,
+    name: r.name,
+    hostname: r.hostname,
+    state,
+    slots: r.slots,
+    usedSlots: r.used_slots,
+    labels: JSON.parse(r.labels) as string[],
+    vm: parseJson<VmFacts>(r.vm),
+    version: r.version,
+    connectedAt: iso(r.connected_at),
+    lastHeartbeatAt: iso(r.last_heartbeat_at),
+    tasksSucceeded: r.tasks_succeeded,
+    tasksFailed: r.tasks_failed,
+  };
+}
+
+function failureError(report: ExecutionReport): ErrorInfo {
+  if (report.error) return report.error;
+  if (report.timedOut) return { code: 'TIMED_OUT', message: `timed out after ${report.durationMs}ms` };
+  if (report.signal) return { code: 'NONZERO_EXIT', message: `killed by ${report.signal}` };
+  return { code: 'NONZERO_EXIT', message: `exited with code ${report.exitCode}` };
+}
+
+function toTaskResult(report: ExecutionReport, error: ErrorInfo | null): TaskResult {
+  // The worker caps output at 1 MiB; a misbehaving worker's larger output is dropped, not stored.
+  let output = report.output ?? null;
+  if (output !== null && JSON.stringify(output).length > MAX_OUTPUT_BYTES) output = null;
+  return {
+    exitCode: report.exitCode,
+    signal: report.signal,
+    durationMs: report.durationMs,
+    stdoutTail: report.stdoutTail,
+    stderrTail: report.stderrTail,
+    output,
+    error,
+  };
+}
+
+// ---- pagination ----------------------------------------------------------------------------------
+
+function paginate<R extends { id: number }, T>(rows: R[], limit: number, map: (r: R) => T): Page<T> {
+  const more = rows.length > limit;
+  const page = more ? rows.slice(0, limit) : rows;
+  return { items: page.map(map), nextCursor: more ? encodeCursor(page[page.length - 1]!.id) : null };
+}
+
+// Cursors are opaque to clients; today they are the last row id in base36, prefixed so that a
+// future format can be told apart.
+const encodeCursor = (id: number): string => `c${id.toString(36)}`;
+function decodeCursor(cursor: string): number {
+  const n = /^c[0-9a-z]{1,12}$/.test(cursor) ? parseInt(cursor.slice(1), 36) : NaN;
+  if (!Number.isSafeInteger(n)) throw new PullmanError('INVALID_INPUT', `cursor: ${JSON.stringify(cursor)} is not a cursor returned by this API`);
+  return n;
+}

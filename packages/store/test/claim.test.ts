@@ -1,0 +1,141 @@
+import { describe, expect, it } from 'vitest';
+import type { TaskSpec } from '@pullman/protocol';
+import { jobSeq, openStore, session, T0, taskStates, TTL } from './helpers.js';
+
+const sh = (key: string, over: Partial<TaskSpec> = {}): TaskSpec => ({ key, shell: `echo ${key}`, ...over });
+
+describe('claimTasks', () => {
+  it('takes higher priority first, then FIFO within a priority', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('a'), sh('b', { priority: 5 }), sh('c'), sh('d', { priority: 5 }), sh('e', { priority: -1 }), sh('f', { priority: 10 })] });
+    const keys = store.claimTasks(session(), [], 100).map((t) => t.key);
+    expect(keys).toEqual(['f', 'b', 'd', 'a', 'c', 'e']);
+  });
+
+  it('orders FIFO across jobs', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('j1-a'), sh('j1-b')] });
+    store.createJob({ tasks: [sh('j2-a', { priority: 1 }), sh('j2-b')] });
+    store.createJob({ open: true });
+    expect(store.claimTasks(session(), [], 10).map((t) => t.key)).toEqual(['j2-a', 'j1-a', 'j1-b', 'j2-b']);
+  });
+
+  it('claims one at a time in order', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('a'), sh('b'), sh('c', { priority: 1 })] });
+    expect(store.claimTasks(session(), [], 1).map((t) => t.key)).toEqual(['c']);
+    expect(store.claimTasks(session(), [], 1).map((t) => t.key)).toEqual(['a']);
+    expect(store.claimTasks(session(), [], 1).map((t) => t.key)).toEqual(['b']);
+    expect(store.claimTasks(session(), [], 1)).toEqual([]);
+  });
+
+  it('returns a well-formed assignment and marks the task running with a lease', () => {
+    const { store, clock } = openStore();
+    const { job } = store.createJob({ tasks: [sh('a', { env: { X: '1' } })] });
+    clock.advance(500);
+    const [a] = store.claimTasks(session('w-9', 's-9'), [], 1);
+    expect(a).toMatchObject({ taskId: 'task-1', jobId: job.id, key: 'a', attempt: 1, spec: { key: 'a', shell: 'echo a', env: { X: '1' } } });
+    expect(a!.leaseId).toMatch(/^[0-9a-f-]{36}$/);
+    const task = store.getTask(1)!;
+    expect(task).toMatchObject({ state: 'running', attempts: 1, workerId: 'w-9', startedAt: new Date(T0 + 500).toISOString(), finishedAt: null });
+    expect(task.history).toEqual([{ attempt: 1, workerId: 'w-9', startedAt: new Date(T0 + 500).toISOString(), endedAt: null, outcome: 'running', exitCode: null, error: null }]);
+    const row = store.db.prepare('SELECT lease_id, lease_expires_at, session_id FROM tasks WHERE id = 1').get();
+    expect(row).toEqual({ lease_id: a!.leaseId, lease_expires_at: T0 + 500 + TTL, session_id: 's-9' });
+    expect(store.getJob(1)!.counts).toMatchObject({ queued: 0, running: 1, total: 1 });
+  });
+
+  it('gives each claim a fresh lease id', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: Array.from({ length: 20 }, (_, i) => sh(`k${i}`)) });
+    const ids = store.claimTasks(session(), [], 20).map((t) => t.leaseId);
+    expect(new Set(ids).size).toBe(20);
+  });
+
+  it('claims nothing with no free slots or an empty queue', () => {
+    const { store } = openStore();
+    expect(store.claimTasks(session(), [], 4)).toEqual([]);
+    store.createJob({ tasks: [sh('a')] });
+    expect(store.claimTasks(session(), [], 0)).toEqual([]);
+    expect(store.claimTasks(session(), [], -1)).toEqual([]);
+    expect(store.getTask(1)!.state).toBe('queued');
+  });
+
+  it('skips a task needing more slots than are free and takes lower-priority ones that fit', () => {
+    const { store } = openStore();
+    const { job } = store.createJob({ tasks: [sh('big', { slots: 4, priority: 10 }), sh('s1'), sh('s2'), sh('s3')] });
+    const got = store.claimTasks(session(), [], 2);
+    expect(got.map((t) => t.key)).toEqual(['s1', 's2']);
+    expect(taskStates(store, jobSeq(job.id))).toEqual({ big: 'queued', s1: 'running', s2: 'running', s3: 'queued' });
+    // A worker with 4 free slots gets the big one first.
+    expect(store.claimTasks(session('w-2', 's-2'), [], 4).map((t) => t.key)).toEqual(['big']);
+  });
+
+  it('never claims more slots than are free', () => {
+    const { store } = openStore();
+    const slots = [3, 2, 2, 1, 4, 1, 1, 2, 3, 1, 5, 1];
+    store.createJob({ tasks: slots.map((n, i) => sh(`k${i}`, { slots: n, priority: i % 3 })) });
+    for (const free of [1, 2, 3, 4, 5, 7]) {
+      const got = store.claimTasks(session(`w-${free}`, 's'), [], free);
+      const used = got.reduce((sum, t) => sum + (t.spec.slots ?? 1), 0);
+      expect(used).toBeLessThanOrEqual(free);
+      // Every claimed task's slots come from the claimed spec and row.
+      for (const t of got) expect(store.getTask(Number(t.taskId.slice(5)))!.slots).toBe(t.spec.slots ?? 1);
+    }
+  });
+
+  it('fills the free slots exactly when small tasks are available', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('a', { slots: 3 }), sh('b', { slots: 3 }), sh('c', { slots: 1 }), sh('d', { slots: 1 })] });
+    const got = store.claimTasks(session(), [], 4);
+    expect(got.map((t) => t.key)).toEqual(['a', 'c']);
+  });
+
+  it('respects maxTasks', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: Array.from({ length: 10 }, (_, i) => sh(`k${i}`)) });
+    expect(store.claimTasks(session(), [], 8, 3)).toHaveLength(3);
+    expect(store.getJob(1)!.counts).toMatchObject({ queued: 7, running: 3 });
+  });
+
+  it('gives a task that requires a label only to a worker with that label', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('gpu', { requires: ['gpu'], priority: 1 }), sh('plain')] });
+    expect(store.claimTasks(session('cpu-box', 's'), ['cpu', 'zone=1'], 4).map((t) => t.key)).toEqual(['plain']);
+    expect(store.claimTasks(session('cpu-box', 's'), ['cpu'], 4)).toEqual([]);
+    expect(store.claimTasks(session('gpu-box', 's'), ['gpu'], 4).map((t) => t.key)).toEqual(['gpu']);
+  });
+
+  it('needs every required label for a multi-label requirement', () => {
+    const { store } = openStore();
+    const { job } = store.createJob({ tasks: [sh('both', { requires: ['gpu', 'big-mem'] }), sh('dup', { requires: ['gpu', 'gpu'] })] });
+    expect(store.claimTasks(session('a', 's'), ['gpu'], 4).map((t) => t.key)).toEqual(['dup']);
+    expect(store.claimTasks(session('b', 's'), ['big-mem'], 4)).toEqual([]);
+    expect(store.claimTasks(session('c', 's'), ['big-mem', 'x', 'gpu'], 4).map((t) => t.key)).toEqual(['both']);
+    expect(taskStates(store, jobSeq(job.id))).toEqual({ both: 'running', dup: 'running' });
+  });
+
+  it('treats an empty requires list like none', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('a', { requires: [] })] });
+    expect(store.claimTasks(session(), [], 1).map((t) => t.key)).toEqual(['a']);
+  });
+
+  it('does not let a labelled task block unlabelled ones behind it', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [...Array.from({ length: 5 }, (_, i) => sh(`gpu${i}`, { requires: ['gpu'], priority: 9 })), sh('plain')] });
+    expect(store.claimTasks(session(), [], 1).map((t) => t.key)).toEqual(['plain']);
+  });
+
+  it('updates counters of every job it claims from', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('a'), sh('b')] });
+    store.createJob({ tasks: [sh('c'), sh('d')] });
+    expect(store.claimTasks(session(), [], 3)).toHaveLength(3);
+    expect(store.getJob(1)!.counts).toMatchObject({ queued: 0, running: 2 });
+    expect(store.getJob(2)!.counts).toMatchObject({ queued: 1, running: 1 });
+    expect(store.taskCounts()).toEqual({ queued: 1, running: 3, succeeded: 0, failed: 0, cancelled: 0 });
+    expect(store.hasQueued()).toBe(true);
+    store.claimTasks(session(), [], 3);
+    expect(store.hasQueued()).toBe(false);
+  });
+});
