@@ -2,6 +2,7 @@
  * HTTP API: the happy paths of every route in CONTRACT's table (except the WebSocket at
  * GET /v1/worker), through supertest against the real app on a real SQLite file.
  */
+import type { Response } from 'supertest';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { auth, startManager, type TestManager } from './helpers.js';
 import { NDJSON, allTasks, api, claim, createJob, expectError, finish, hello, leaseOf, ndjsonGet, report } from './api-support.js';
@@ -183,7 +184,7 @@ describe('GET /v1/jobs', () => {
     let cursor: string | null = null;
     let pages = 0;
     do {
-      const res = await api(m).get('/v1/jobs').query({ limit: 2, ...(cursor ? { cursor } : {}) }).set(auth());
+      const res: Response = await api(m).get('/v1/jobs').query({ limit: 2, ...(cursor ? { cursor } : {}) }).set(auth());
       expect(res.status).toBe(200);
       expect(res.body.jobs.length).toBeLessThanOrEqual(2);
       seen.push(...res.body.jobs.map((j: { id: string }) => j.id));

@@ -3,6 +3,7 @@
  * and paging through all of them; plus bodies that arrive in awkward chunks.
  */
 import { request as httpRequest } from 'node:http';
+import type { Response } from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
 import { auth, startManager, type TestManager } from './helpers.js';
 import { NDJSON, api, createJob, ndjsonGet } from './api-support.js';
@@ -40,7 +41,7 @@ describe('a 100,000-task NDJSON upload', () => {
     let pages = 0;
     let cursor: string | null = null;
     do {
-      const res = await api(m)
+      const res: Response = await api(m)
         .get(`/v1/jobs/${job.id}/tasks`)
         .query({ limit: 1000, ...(cursor ? { cursor } : {}) })
         .set(auth());

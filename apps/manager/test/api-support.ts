@@ -15,7 +15,7 @@ export const api = (m: TestManager) => request(m.app.server);
 
 /** Asserts the uniform error body `{"error":{"code","message"}}` with the given status and code. */
 export function expectError(res: Response, status: number, code: string, messageIncludes?: string | RegExp): string {
-  expect(res.status, `status for ${res.req?.method} ${res.req?.path}: ${res.text}`).toBe(status);
+  expect(res.status, res.text).toBe(status);
   expect(res.headers['content-type']).toMatch(/^application\/json/);
   expect(res.body).toEqual({ error: { code, message: expect.any(String) } });
   const message = res.body.error.message as string;
@@ -39,7 +39,7 @@ export async function allTasks(m: TestManager, jobId: string, query = '') {
   const out: Array<Record<string, any>> = [];
   let cursor: string | null = null;
   do {
-    const res = await api(m)
+    const res: Response = await api(m)
       .get(`/v1/jobs/${jobId}/tasks?limit=1000${query}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)
       .set(auth());
     expect(res.status, res.text).toBe(200);
@@ -99,7 +99,7 @@ export function claim(m: TestManager, n: number, workerId = 'w1'): TaskAssignmen
 
 export const leaseOf = (a: TaskAssignment) => ({ taskSeq: parseTaskId(a.taskId)!, leaseId: a.leaseId });
 
-/** Claims then records one execution for every claimed task. */
+/** Records the end of one claimed execution: success for exit 0, else a failure. */
 export function finish(m: TestManager, a: TaskAssignment, r: ExecutionReport, workerId = 'w1'): void {
   const outcome = r.exitCode === 0 ? m.store.completeTask(workerId, leaseOf(a), r) : m.store.failTask(workerId, leaseOf(a), r);
   expect(outcome.status).toBe('recorded');

@@ -22,7 +22,7 @@ export const TaskSpecFields = {
   key: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: 'Unique within the job; a repeated key is counted as a duplicate and ignored.' })),
   command: Type.Optional(Type.Array(Type.String({ maxLength: 65_536 }), { minItems: 1, maxItems: 4_096, description: 'argv, executed without a shell.' })),
   shell: Type.Optional(Type.String({ minLength: 1, maxLength: 262_144, description: 'Run by /bin/sh -c.' })),
-  env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$', maxLength: 256 }), Type.String({ maxLength: 65_536 }), { description: 'Merged over the worker environment.' })),
+  env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$', maxLength: 256 }), Type.String({ maxLength: 65_536 }), { additionalProperties: false, description: 'Merged over the worker environment.' })),
   cwd: Type.Optional(Type.String({ minLength: 1, maxLength: 4_096, description: 'Working directory; default is a fresh scratch directory per attempt.' })),
   timeout: Type.Optional(Duration),
   retries: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, description: 'Re-runs after a failed execution (non-zero exit or timeout).' })),

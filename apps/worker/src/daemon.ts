@@ -1,0 +1,454 @@
+/**
+ * The worker daemon: readiness gate -> session (connect, hello, pull, run, heartbeat, report)
+ * -> drain. docs/protocol.md is the wire; this file is the worker's side of it.
+ *
+ * Life cycle (an explicit union, logged on every change):
+ *   starting -> waiting-ready -> connecting -> running -> draining -> stopped
+ * `connecting` is re-entered from `running` whenever the connection drops; leases survive
+ * a reconnect within the TTL, and results wait in the durable outbox meanwhile.
+ */
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import type { Logger } from 'pino';
+import {
+  CLOSE_CODES,
+  MAX_MESSAGE_BYTES,
+  ManagerMessage,
+  PROTOCOL_VERSION,
+  PULLMAN_VERSION,
+  compileChecker,
+  type ExecutionReport,
+  type ReleaseReason,
+  type TaskAssignment,
+  type VmFacts,
+  type WorkerMessage,
+} from '@pullman/protocol';
+import type { WorkerConfig } from './config.js';
+import { startExecution, type Execution } from './executor.js';
+import { Outbox } from './outbox.js';
+
+export type DaemonState = 'starting' | 'waiting-ready' | 'connecting' | 'running' | 'draining' | 'stopped';
+
+const checkManagerMessage = compileChecker(ManagerMessage, 'PROTOCOL_ERROR', 'message');
+
+/** Reconnect backoff: exponential from 500 ms, capped at 30 s, with full jitter. */
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_CAP_MS = 30_000;
+/** How long a drain waits for the manager to ack the outbox before leaving it on disk. */
+const FLUSH_TIMEOUT_MS = 30_000;
+
+/** "Full jitter" (AWS architecture blog): a uniform delay in [0, min(cap, base * 2^attempt)). */
+export function backoffDelay(attempt: number, random: () => number = Math.random): number {
+  return Math.floor(random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.min(attempt, 16)));
+}
+
+/** A task this worker runs, with the lease it holds for it. */
+interface Running {
+  task: TaskAssignment;
+  exec: Execution;
+  slots: number;
+}
+
+/** Written under work/running/ while a task runs, so a restarted worker can clean up after a crash. */
+interface RunningRecord {
+  taskId: string;
+  leaseId: string;
+  pid: number | undefined;
+}
+
+export class FatalError extends Error {
+  override readonly name = 'FatalError';
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}
+
+export interface DaemonOptions {
+  config: WorkerConfig & { token: string };
+  log: Logger;
+  vm: VmFacts | null;
+}
+
+export class WorkerDaemon {
+  private state: DaemonState = 'starting';
+  private ws: WebSocket | null = null;
+  private welcomed = false;
+  /** Welcomed, and the outbox and orphaned leases have been re-sent on this session. */
+  private synced = false;
+  private workerId: string | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private reconnectAttempt = 0;
+  private readonly running = new Map<string, Running>();
+  /** Results and releases sent and not yet acked, by `${taskId}/${leaseId}`. */
+  private readonly unacked = new Map<string, WorkerMessage>();
+  /** Leases of tasks a previous incarnation was running, to hand back after connecting. */
+  private orphanedLeases: RunningRecord[] = [];
+  private readonly outbox: Outbox;
+  private readonly log: Logger;
+  private readonly config: WorkerConfig & { token: string };
+  private finished!: (code: number) => void;
+  private readonly exit: Promise<number>;
+  private drainStarted = false;
+  private settleWaiters: Array<() => void> = [];
+
+  constructor(private readonly o: DaemonOptions) {
+    this.config = o.config;
+    this.log = o.log;
+    this.outbox = new Outbox(o.config.workDir);
+    this.exit = new Promise((resolve) => (this.finished = resolve));
+  }
+
+  get currentState(): DaemonState {
+    return this.state;
+  }
+
+  /** Runs until drained; resolves with the process exit code. */
+  async run(): Promise<number> {
+    await mkdir(join(this.config.workDir, 'running'), { recursive: true });
+    await this.outbox.open();
+    this.workerId = await readFile(this.idFile, 'utf8').then((s) => s.trim() || null, () => null);
+    this.orphanedLeases = await this.reapOrphans();
+    this.setState('connecting');
+    this.connect();
+    return this.exit;
+  }
+
+  /** Starts a graceful drain (SIGTERM, SIGINT, the manager's drain, a Scheduled Event). */
+  drain(reason: string): void {
+    if (this.drainStarted) return;
+    this.drainStarted = true;
+    void this.drainAndStop(reason).catch((err: unknown) => {
+      this.log.error({ err }, 'drain failed');
+      this.stop(1);
+    });
+  }
+
+  /** Second signal: kill every task now and leave without waiting for anything. */
+  forceStop(): void {
+    this.log.warn({ running: this.running.size }, 'forced stop: killing all tasks');
+    for (const r of this.running.values()) killGroup(r.exec.pid, 'SIGKILL');
+    this.stop(1);
+  }
+
+  // ---- connection ----------------------------------------------------------------------------
+
+  private connect(): void {
+    if (this.state === 'stopped') return;
+    const ws = new WebSocket(this.config.channelUrl, {
+      headers: { authorization: `Bearer ${this.config.token}` },
+      ...(this.config.ca ? { ca: this.config.ca } : {}),
+      handshakeTimeout: 10_000,
+      maxPayload: MAX_MESSAGE_BYTES,
+    });
+    this.ws = ws;
+    ws.on('open', () => this.sendHello());
+    ws.on('message', (data) => this.onMessage(data.toString()));
+    ws.on('unexpected-response', (_req, res) => {
+      if (res.statusCode === 401 || res.statusCode === 403) {
+        this.log.fatal({ status: res.statusCode }, 'the manager refused the worker token');
+        this.fail(new FatalError(`the manager at ${this.config.managerUrl} refused the worker token (HTTP ${res.statusCode}); check PULLMAN_WORKER_TOKEN / PULLMAN_WORKER_TOKEN_FILE`, 2));
+        return;
+      }
+      this.log.warn({ status: res.statusCode }, 'unexpected HTTP answer to the upgrade');
+      ws.terminate();
+    });
+    ws.on('error', (err) => this.log.warn({ err: err.message, attempt: this.reconnectAttempt }, 'connection error'));
+    ws.on('close', (code, reason) => this.onDisconnected(ws, code, reason.toString()));
+  }
+
+  private onDisconnected(ws: WebSocket, code: number, reason: string): void {
+    if (this.ws !== ws) return;
+    this.ws = null;
+    const wasWelcomed = this.welcomed;
+    this.welcomed = false;
+    this.synced = false;
+    this.unacked.clear(); // resent from the outbox (results) or left to the TTL (releases)
+    this.stopHeartbeats();
+    if (this.state === 'stopped') return;
+    if (wasWelcomed) this.log.warn({ code, reason }, 'disconnected from the manager');
+    if (this.state === 'running') this.setState('connecting');
+    const delay = backoffDelay(this.reconnectAttempt++);
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+    this.log.info({ delayMs: delay, attempt: this.reconnectAttempt }, 'reconnecting');
+    this.wakeSettled();
+  }
+
+  private sendHello(): void {
+    const running = [...this.running.values()].map((r) => ({ taskId: r.task.taskId, leaseId: r.task.leaseId }));
+    this.send({
+      type: 'hello',
+      protocol: PROTOCOL_VERSION,
+      ...(this.workerId ? { workerId: this.workerId } : {}),
+      name: this.config.name,
+      hostname: this.config.hostname,
+      slots: this.config.slots,
+      labels: this.config.labels,
+      version: PULLMAN_VERSION,
+      vm: this.o.vm,
+      running,
+    });
+  }
+
+  private onMessage(text: string): void {
+    let msg: ManagerMessage;
+    try {
+      msg = checkManagerMessage.parse(JSON.parse(text));
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'unreadable message from the manager; reconnecting');
+      this.ws?.close(CLOSE_CODES.protocolError);
+      return;
+    }
+    switch (msg.type) {
+      case 'welcome':
+        return void this.onWelcome(msg).catch((err: unknown) => this.log.error({ err }, 'welcome handling failed'));
+      case 'tasks':
+        for (const t of msg.tasks) void this.startTask(t);
+        return;
+      case 'ack':
+        this.unacked.delete(`${msg.taskId}/${msg.leaseId}`);
+        if (msg.status === 'stale') this.log.info({ taskId: msg.taskId }, 'result was stale (the task was reassigned or cancelled); dropped');
+        void this.outbox.remove(msg.taskId, msg.leaseId).then(() => this.wakeSettled());
+        return;
+      case 'cancel': {
+        const r = this.running.get(msg.taskId);
+        if (r && r.task.leaseId === msg.leaseId) {
+          this.log.info({ taskId: msg.taskId }, 'task cancelled by the manager');
+          r.exec.stop('cancel');
+        }
+        return;
+      }
+      case 'drain':
+        this.log.info('the manager asked this worker to drain');
+        return this.drain('manager');
+      case 'error':
+        this.log.error({ code: msg.code, fatal: msg.fatal }, `manager error: ${msg.message}`);
+        return;
+    }
+  }
+
+  private async onWelcome(msg: Extract<ManagerMessage, { type: 'welcome' }>): Promise<void> {
+    this.welcomed = true;
+    this.reconnectAttempt = 0;
+    if (this.workerId !== msg.workerId) {
+      this.workerId = msg.workerId;
+      await writeFile(this.idFile, `${msg.workerId}\n`);
+    }
+    this.log.info({ workerId: msg.workerId, resumed: msg.resumed.length, lost: msg.lost.length }, 'registered with the manager');
+    for (const taskId of msg.lost) {
+      // The manager gave this lease away (expired, cancelled): stop the now-pointless run.
+      this.running.get(taskId)?.exec.stop('cancel');
+    }
+    this.startHeartbeats(msg.heartbeatIntervalMs);
+    if (this.state === 'connecting') this.setState('running');
+    // Hand back tasks a crashed predecessor was running: requeued now instead of after the TTL.
+    for (const o of this.orphanedLeases.splice(0)) this.sendRelease(o.taskId, o.leaseId, 'shutdown');
+    for (const p of await this.outbox.pending()) this.sendResult(p.taskId, p.leaseId, p.report);
+    this.synced = true;
+    if (this.state === 'draining') this.send({ type: 'draining', reason: 'draining before reconnect' });
+    else this.grantCredits(this.freeSlots());
+    this.wakeSettled();
+  }
+
+  // ---- tasks ---------------------------------------------------------------------------------
+
+  private freeSlots(): number {
+    let used = 0;
+    for (const r of this.running.values()) used += r.slots;
+    return Math.max(0, this.config.slots - used);
+  }
+
+  private grantCredits(n: number): void {
+    if (n > 0 && this.welcomed && this.state === 'running') this.send({ type: 'pull', credits: n });
+  }
+
+  private async startTask(task: TaskAssignment): Promise<void> {
+    if (this.running.has(task.taskId)) return; // duplicate delivery: already running
+    const slots = task.spec.slots ?? 1;
+    if (this.state === 'draining' || this.state === 'stopped') {
+      this.sendRelease(task.taskId, task.leaseId, 'drain');
+      return;
+    }
+    const exec = await startExecution(task, { workDir: this.config.workDir, workerId: this.workerId ?? 'unknown', killGraceMs: this.config.killGraceMs, keepFailedScratch: this.config.keepFailedScratch });
+    this.running.set(task.taskId, { task, exec, slots });
+    await this.writeRunningRecord({ taskId: task.taskId, leaseId: task.leaseId, pid: exec.pid });
+    this.log.info({ taskId: task.taskId, jobId: task.jobId, key: task.key, attempt: task.attempt, pid: exec.pid }, 'task started');
+    const report = await exec.done;
+    const stop = exec.stopReason;
+    if (stop === 'release' || stop === 'shutdown') {
+      this.log.info({ taskId: task.taskId, durationMs: report.durationMs }, 'task stopped and released');
+      this.sendRelease(task.taskId, task.leaseId, stop === 'release' ? 'drain' : 'shutdown');
+    } else {
+      // Durable before sent: a crash from here on still delivers the result on restart.
+      await this.outbox.put({ taskId: task.taskId, leaseId: task.leaseId, report });
+      this.log.info({ taskId: task.taskId, exitCode: report.exitCode, signal: report.signal, timedOut: report.timedOut, cancelled: report.cancelled, durationMs: report.durationMs, error: report.error?.code }, 'task finished');
+      this.sendResult(task.taskId, task.leaseId, report);
+    }
+    this.running.delete(task.taskId);
+    await rm(this.runningFile(task.taskId), { force: true });
+    this.grantCredits(slots);
+    this.wakeSettled();
+  }
+
+  private sendResult(taskId: string, leaseId: string, report: ExecutionReport): void {
+    const msg: WorkerMessage = { type: 'result', taskId, leaseId, report };
+    this.unacked.set(`${taskId}/${leaseId}`, msg);
+    if (this.welcomed) this.send(msg);
+  }
+
+  private sendRelease(taskId: string, leaseId: string, reason: ReleaseReason): void {
+    if (!this.welcomed) return; // not connected: the lease simply expires and the task returns
+    const msg: WorkerMessage = { type: 'release', taskId, leaseId, reason };
+    this.unacked.set(`${taskId}/${leaseId}`, msg);
+    this.send(msg);
+  }
+
+  // ---- drain ---------------------------------------------------------------------------------
+
+  private async drainAndStop(reason: string): Promise<void> {
+    if (this.state === 'stopped') return;
+    this.setState('draining', { reason });
+    if (!this.welcomed && this.running.size === 0 && (await this.outbox.pending()).length === 0) {
+      // Nothing to finish and nobody to tell.
+      return this.stop(0);
+    }
+    this.send({ type: 'draining', reason });
+
+    const deadline = Date.now() + this.config.drainTimeoutMs;
+    await this.until(() => this.running.size === 0, deadline);
+    if (this.running.size > 0) {
+      this.log.warn({ running: this.running.size }, 'drain timeout: stopping and releasing the remaining tasks');
+      for (const r of this.running.values()) r.exec.stop('release');
+      await this.until(() => this.running.size === 0, Number.POSITIVE_INFINITY);
+    }
+
+    await this.until(() => this.unacked.size === 0 && this.synced, Date.now() + FLUSH_TIMEOUT_MS);
+    const left = (await this.outbox.pending()).length;
+    if (left > 0) this.log.warn({ results: left }, 'manager unreachable: results stay in the outbox and are sent at the next start');
+    if (this.welcomed) this.send({ type: 'bye' });
+    this.stop(0);
+  }
+
+  /** Waits until `done()` holds or the deadline passes, re-checking whenever something settles. */
+  private async until(done: () => boolean, deadline: number): Promise<void> {
+    while (!done() && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const timer = Number.isFinite(deadline) ? setTimeout(resolve, Math.max(0, deadline - Date.now())) : null;
+        this.settleWaiters.push(() => {
+          if (timer) clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  private wakeSettled(): void {
+    for (const w of this.settleWaiters.splice(0)) w();
+  }
+
+  private stop(code: number): void {
+    if (this.state === 'stopped') return;
+    this.setState('stopped');
+    this.stopHeartbeats();
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.once('close', () => this.finished(code));
+      ws.close(CLOSE_CODES.normal, 'bye');
+      setTimeout(() => this.finished(code), 1_000).unref();
+    } else {
+      this.finished(code);
+    }
+  }
+
+  private fail(err: FatalError): void {
+    this.log.fatal(err.message);
+    for (const r of this.running.values()) r.exec.stop('shutdown');
+    process.stderr.write(`pullman-worker: ${err.message}\n`);
+    this.stop(err.exitCode);
+  }
+
+  // ---- plumbing ------------------------------------------------------------------------------
+
+  private setState(next: DaemonState, extra: Record<string, unknown> = {}): void {
+    if (this.state === next) return;
+    this.log.info({ from: this.state, to: next, ...extra }, `state ${next}`);
+    this.state = next;
+  }
+
+  private startHeartbeats(intervalMs: number): void {
+    this.stopHeartbeats();
+    this.heartbeatTimer = setInterval(() => this.send({ type: 'heartbeat' }), intervalMs);
+  }
+
+  private stopHeartbeats(): void {
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+  }
+
+  private send(msg: WorkerMessage): void {
+    const ws = this.ws;
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+  }
+
+  private get idFile(): string {
+    return join(this.config.workDir, 'worker-id');
+  }
+
+  private runningFile(taskId: string): string {
+    return join(this.config.workDir, 'running', `${taskId}.json`);
+  }
+
+  private async writeRunningRecord(r: RunningRecord): Promise<void> {
+    await writeFile(this.runningFile(r.taskId), JSON.stringify(r));
+  }
+
+  /**
+   * After a crash, a previous incarnation's task process groups may still run (SIGKILL of the
+   * worker does not reach them). Kill each that is really ours and return the leases, so the
+   * tasks are released on connect.
+   */
+  private async reapOrphans(): Promise<RunningRecord[]> {
+    const dir = join(this.config.workDir, 'running');
+    const out: RunningRecord[] = [];
+    for (const name of await readdir(dir)) {
+      const path = join(dir, name);
+      try {
+        const r = JSON.parse(await readFile(path, 'utf8')) as RunningRecord;
+        if (r.pid !== undefined && (await isOurTask(r.pid, r.taskId))) {
+          killGroup(r.pid, 'SIGKILL');
+          this.log.warn({ taskId: r.taskId, pid: r.pid }, 'killed a task left running by a previous worker process');
+        }
+        out.push(r);
+      } catch {
+        // unreadable record: nothing to do
+      }
+      await rm(path, { force: true });
+    }
+    return out;
+  }
+}
+
+function killGroup(pid: number | undefined, signal: NodeJS.Signals): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** True if `pid` still runs the task `taskId` (its environment says so); guards against pid reuse. */
+async function isOurTask(pid: number, taskId: string): Promise<boolean> {
+  try {
+    const env = await readFile(`/proc/${pid}/environ`, 'utf8');
+    return env.split('\0').includes(`PULLMAN_TASK_ID=${taskId}`);
+  } catch {
+    return false;
+  }
+}

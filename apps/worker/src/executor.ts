@@ -1,0 +1,244 @@
+/**
+ * Runs one task attempt as a child process in its own process group and reports what happened.
+ *
+ * Termination policy (after execa): SIGTERM to the whole group, SIGKILL after a grace period,
+ * and always await the exit. When the group leader exits, the group is SIGKILLed too, so a
+ * task's background processes (`sleep 100 &`) never outlive it.
+ */
+import { spawn } from 'node:child_process';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import {
+  MAX_OUTPUT_BYTES,
+  MAX_TAIL_BYTES,
+  taskTimeoutMs,
+  type ErrorInfo,
+  type ExecutionReport,
+  type TaskAssignment,
+} from '@pullman/protocol';
+
+export interface ExecutorOptions {
+  workDir: string;
+  workerId: string;
+  /** Time between SIGTERM and SIGKILL when stopping a task. */
+  killGraceMs: number;
+  /** Keep the scratch directory of failed attempts for debugging. */
+  keepFailedScratch: boolean;
+  /** Base environment for tasks (the worker's own, by default). */
+  baseEnv?: NodeJS.ProcessEnv;
+}
+
+/** Why an execution was stopped from outside, if it was. */
+export type StopReason = 'timeout' | 'cancel' | 'release' | 'shutdown';
+
+export interface Execution {
+  readonly task: TaskAssignment;
+  readonly pid: number | undefined;
+  /** Settles when the process group is gone; never rejects. */
+  readonly done: Promise<ExecutionReport>;
+  /** Stops the task: SIGTERM to the group, SIGKILL after the grace period. Idempotent. */
+  stop(reason: StopReason): void;
+  readonly stopReason: StopReason | null;
+}
+
+/** Keeps the last `limit` bytes written to it. */
+class Tail {
+  private chunks: Buffer[] = [];
+  private bytes = 0;
+  constructor(private readonly limit: number) {}
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.bytes += chunk.length;
+    while (this.bytes - this.chunks[0]!.length >= this.limit) this.bytes -= this.chunks.shift()!.length;
+  }
+  toString(): string {
+    const all = Buffer.concat(this.chunks);
+    // Cut at the byte limit, then drop a partial UTF-8 sequence at the start rather than
+    // emitting a replacement character.
+    let buf = all.length > this.limit ? all.subarray(all.length - this.limit) : all;
+    let skip = 0;
+    while (skip < 3 && skip < buf.length && (buf[skip]! & 0xc0) === 0x80) skip++;
+    buf = buf.subarray(skip);
+    return buf.toString('utf8');
+  }
+}
+
+export function attemptPaths(workDir: string, task: Pick<TaskAssignment, 'taskId' | 'attempt'>) {
+  const base = `${task.taskId}.${task.attempt}`;
+  return {
+    scratch: join(workDir, 'scratch', base),
+    stdoutLog: join(workDir, 'logs', `${base}.stdout.log`),
+    stderrLog: join(workDir, 'logs', `${base}.stderr.log`),
+    output: join(workDir, 'outputs', `${base}.json`),
+  };
+}
+
+export async function startExecution(task: TaskAssignment, o: ExecutorOptions): Promise<Execution> {
+  const paths = attemptPaths(o.workDir, task);
+  await Promise.all([mkdir(paths.scratch, { recursive: true }), mkdir(join(o.workDir, 'logs'), { recursive: true }), mkdir(join(o.workDir, 'outputs'), { recursive: true })]);
+  await rm(paths.output, { recursive: true, force: true });
+  const { spec } = task;
+  const cwd = spec.cwd ?? paths.scratch;
+  const env: NodeJS.ProcessEnv = {
+    ...(o.baseEnv ?? process.env),
+    ...spec.env,
+    PULLMAN_TASK_ID: task.taskId,
+    PULLMAN_JOB_ID: task.jobId,
+    PULLMAN_TASK_KEY: task.key ?? '',
+    PULLMAN_ATTEMPT: String(task.attempt),
+    PULLMAN_WORKER_ID: o.workerId,
+    PULLMAN_OUTPUT: paths.output,
+    PULLMAN_SCRATCH: paths.scratch,
+  };
+  const [file, args] = spec.shell !== undefined ? ['/bin/sh', ['-c', spec.shell]] : [spec.command![0]!, spec.command!.slice(1)];
+  const started = performance.now();
+
+  // A missing cwd makes spawn fail with ENOENT naming the executable, which misleads; say it.
+  const cwdProblem = await stat(cwd).then((s) => (s.isDirectory() ? null : 'is not a directory'), () => 'does not exist');
+  if (cwdProblem) return failedToStart(task, { code: 'SPAWN_FAILED', message: `cwd ${cwd} ${cwdProblem}` }, started);
+
+  const stdoutLog = createWriteStream(paths.stdoutLog);
+  const stderrLog = createWriteStream(paths.stderrLog);
+  const stdoutTail = new Tail(MAX_TAIL_BYTES);
+  const stderrTail = new Tail(MAX_TAIL_BYTES);
+
+  // detached: the child leads a new process group, so one kill(-pid) reaches every descendant.
+  const child = spawn(file, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stopReason: StopReason | null = null;
+  let killTimer: NodeJS.Timeout | null = null;
+  let exited = false;
+
+  const killGroup = (signal: NodeJS.Signals) => {
+    if (child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // ESRCH: the group is already gone.
+    }
+  };
+  const stop = (reason: StopReason) => {
+    if (stopReason !== null || exited) return;
+    stopReason = reason;
+    killGroup('SIGTERM');
+    killTimer = setTimeout(() => killGroup('SIGKILL'), o.killGraceMs);
+    killTimer.unref();
+  };
+
+  const timeoutMs = taskTimeoutMs(spec);
+  const timeoutTimer = timeoutMs === null ? null : setTimeout(() => stop('timeout'), timeoutMs);
+
+  child.stdout!.on('data', (d: Buffer) => {
+    stdoutTail.push(d);
+    stdoutLog.write(d);
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    stderrTail.push(d);
+    stderrLog.write(d);
+  });
+
+  const done = new Promise<ExecutionReport>((resolve) => {
+    let spawnError: ErrorInfo | null = null;
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      spawnError = { code: 'SPAWN_FAILED', message: `cannot run ${JSON.stringify(file)}: ${err.code ?? err.message}` };
+    });
+    // A descendant that left the group (setsid) can hold our pipes open after the exit; don't
+    // wait for it forever.
+    child.once('exit', () => {
+      killGroup('SIGKILL');
+      setTimeout(() => {
+        child.stdout!.destroy();
+        child.stderr!.destroy();
+      }, 2_000).unref();
+    });
+    // 'close' waits for stdio to end as well as for the exit, so the tails are complete.
+    child.once('close', (code, signal) => {
+      exited = true;
+      if (timeoutTimer) clearTimeout(timeoutTimer);
+      if (killTimer) clearTimeout(killTimer);
+      killGroup('SIGKILL'); // reap anything the task left running in its group
+      void (async () => {
+        await Promise.all([endStream(stdoutLog), endStream(stderrLog)]);
+        const durationMs = Math.round(performance.now() - started);
+        const { output, error: outputError } = spawnError ? { output: null, error: null } : await readOutput(paths.output);
+        // It travels in the result from here on. recursive: a task may have made it a directory.
+        await rm(paths.output, { recursive: true, force: true }).catch(() => {});
+        const report: ExecutionReport = {
+          exitCode: spawnError ? null : code,
+          signal: signal ?? null,
+          timedOut: stopReason === 'timeout',
+          cancelled: stopReason === 'cancel',
+          durationMs,
+          stdoutTail: stdoutTail.toString(),
+          stderrTail: stderrTail.toString(),
+          output,
+          // A broken $PULLMAN_OUTPUT fails an otherwise successful run; after a failed run the
+          // exit status is the better explanation, so it is not masked.
+          error: spawnError ?? (code === 0 ? outputError : null),
+        };
+        const succeeded = report.exitCode === 0 && report.error === null && stopReason === null;
+        if (succeeded || !o.keepFailedScratch) await rm(paths.scratch, { recursive: true, force: true }).catch(() => {});
+        resolve(report);
+      })();
+    });
+  });
+
+  return {
+    task,
+    pid: child.pid,
+    done,
+    stop,
+    get stopReason() {
+      return stopReason;
+    },
+  };
+}
+
+function failedToStart(task: TaskAssignment, error: ErrorInfo, started: number): Execution {
+  const report: ExecutionReport = {
+    exitCode: null,
+    signal: null,
+    timedOut: false,
+    cancelled: false,
+    durationMs: Math.round(performance.now() - started),
+    stdoutTail: '',
+    stderrTail: '',
+    output: null,
+    error,
+  };
+  return { task, pid: undefined, done: Promise.resolve(report), stop: () => {}, stopReason: null };
+}
+
+/**
+ * Reads the JSON a task wrote to $PULLMAN_OUTPUT. No file means no output. A file that is not
+ * JSON, or larger than 1 MiB, fails the attempt: the task promised a result and broke it.
+ */
+async function readOutput(path: string): Promise<{ output: unknown; error: ErrorInfo | null }> {
+  let size: number;
+  try {
+    const s = await stat(path);
+    // A directory or a FIFO would make the read below throw or block forever.
+    if (!s.isFile()) return { output: null, error: { code: 'OUTPUT_INVALID', message: '$PULLMAN_OUTPUT is not a regular file' } };
+    size = s.size;
+  } catch {
+    return { output: null, error: null };
+  }
+  if (size > MAX_OUTPUT_BYTES) return { output: null, error: { code: 'OUTPUT_TOO_LARGE', message: `$PULLMAN_OUTPUT is ${size} bytes; the limit is ${MAX_OUTPUT_BYTES}` } };
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` } };
+  }
+  if (text.trim() === '') return { output: null, error: null };
+  try {
+    return { output: JSON.parse(text) as unknown, error: null };
+  } catch (err) {
+    return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT is not valid JSON: ${(err as Error).message}` } };
+  }
+}
+
+function endStream(s: WriteStream): Promise<void> {
+  return new Promise((resolve) => s.end(() => resolve()));
+}

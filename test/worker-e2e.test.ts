@@ -1,0 +1,187 @@
+/**
+ * The worker daemon end to end: a real manager process, real worker processes, real children.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { alive, finished, killAll, runWorkerToExit, startManager, startWorker, tempDir, until } from './harness.js';
+
+afterEach(killAll);
+
+describe('worker end to end', () => {
+  it('runs a 500-task job over 2 workers with 2 slots each, with correct results', async () => {
+    const m = await startManager();
+    const w1 = startWorker(m, { name: 'w1', slots: 2 });
+    const w2 = startWorker(m, { name: 'w2', slots: 2 });
+    const tasks = Array.from({ length: 500 }, (_, i) => ({
+      key: `n${i}`,
+      shell: `echo "{\\"square\\": $(( ${i} * ${i} ))}" > "$PULLMAN_OUTPUT"`,
+    }));
+    const job = await m.api.createJob({ name: 'squares', tasks });
+    const done = await finished(m.api, job.id);
+    expect(done).toMatchObject({ state: 'succeeded', counts: { succeeded: 500, failed: 0, total: 500 } });
+    const results = await m.api.results(job.id);
+    expect(results).toHaveLength(500);
+    for (const r of results) {
+      const i = Number(r.key!.slice(1));
+      expect(r).toMatchObject({ state: 'succeeded', exitCode: 0, attempts: 1, output: { square: i * i } });
+    }
+    const workers = await m.api.workers();
+    expect(workers.map((w) => w.name).sort()).toEqual(['w1', 'w2']);
+    expect(workers.reduce((n, w) => n + w.tasksSucceeded, 0)).toBe(500);
+    for (const w of workers) expect(w.tasksSucceeded).toBeGreaterThan(0);
+    // One line per task start and finish, and never a token, in any log.
+    expect(w1.logs.filter((l) => l.msg === 'task finished').length + w2.logs.filter((l) => l.msg === 'task finished').length).toBe(500);
+    for (const p of [m, w1, w2]) {
+      const text = JSON.stringify(p.logs) + p.stderr();
+      expect(text).not.toContain(m.workerToken);
+      expect(text).not.toContain(m.adminToken);
+    }
+  });
+
+  it('reports exit codes, signals, spawn failures, JSON output and the task environment', async () => {
+    const m = await startManager();
+    startWorker(m, { name: 'w1', slots: 4 });
+    const job = await m.api.createJob({
+      tasks: [
+        { key: 'ok', command: ['true'] },
+        { key: 'exit7', shell: 'echo failing >&2; exit 7' },
+        { key: 'signal', shell: 'kill -KILL $$' },
+        { key: 'missing', command: ['/no/such/program'] },
+        {
+          key: 'env',
+          env: { CUSTOM: 'from spec' },
+          shell: 'printf \'{"id":"%s","job":"%s","key":"%s","attempt":"%s","worker":"%s","custom":"%s"}\' "$PULLMAN_TASK_ID" "$PULLMAN_JOB_ID" "$PULLMAN_TASK_KEY" "$PULLMAN_ATTEMPT" "$PULLMAN_WORKER_ID" "$CUSTOM" > "$PULLMAN_OUTPUT"',
+        },
+        { key: 'argv', command: ['sh', '-c', 'test "$1" = "a b; c"', 'sh', 'a b; c'] },
+      ],
+    });
+    await finished(m.api, job.id);
+    const byKey = Object.fromEntries((await m.api.tasks(job.id)).map((t) => [t.key, t]));
+    expect(byKey.ok).toMatchObject({ state: 'succeeded', result: { exitCode: 0 } });
+    expect(byKey.exit7).toMatchObject({ state: 'failed', result: { exitCode: 7, stderrTail: 'failing\n', error: { code: 'NONZERO_EXIT' } } });
+    expect(byKey.signal).toMatchObject({ state: 'failed', result: { exitCode: null, signal: 'SIGKILL' } });
+    expect(byKey.missing).toMatchObject({ state: 'failed', result: { error: { code: 'SPAWN_FAILED' } } });
+    expect(byKey.argv!.state).toBe('succeeded');
+    const [worker] = await m.api.workers();
+    expect(byKey.env!.result!.output).toEqual({ id: byKey.env!.id, job: job.id, key: 'env', attempt: '1', worker: worker!.id, custom: 'from spec' });
+  });
+
+  it('kills a timed-out task with its whole process group, leaving no orphan', async () => {
+    const m = await startManager();
+    const w = startWorker(m, { name: 'w1', slots: 1 });
+    const pidFile = join(tempDir('pid'), 'grandchild.pid');
+    const job = await m.api.createJob({ tasks: [{ shell: `sleep 300 & echo $! > ${pidFile}; wait`, timeout: '1s', retries: 1 }] });
+    const done = await finished(m.api, job.id);
+    expect(done.state).toBe('failed');
+    const [task] = await m.api.tasks(job.id);
+    expect(task!.attempts).toBe(2); // a timeout spends a retry
+    expect(task!.result).toMatchObject({ error: { code: 'TIMED_OUT' }, signal: 'SIGTERM' });
+    const full = await m.api.task(task!.id);
+    expect(full.history!.map((h) => h.outcome)).toEqual(['timed-out', 'timed-out']);
+    const grandchild = Number(readFileSync(pidFile, 'utf8'));
+    await until('the grandchild to be gone', () => (alive(grandchild) ? undefined : true), 10_000);
+    expect(w.proc.exitCode).toBeNull(); // the worker itself carries on
+  });
+
+  it('cancels a running task on its worker', async () => {
+    const m = await startManager();
+    const w = startWorker(m, { name: 'w1', slots: 1 });
+    const pidFile = join(tempDir('pid'), 'task.pid');
+    const job = await m.api.createJob({ tasks: [{ shell: `echo $$ > ${pidFile}; exec sleep 300` }, { command: ['true'], key: 'next' }] });
+    const started = await w.waitForLog((l) => l.msg === 'task started', 'task start');
+    await until('the pid file', () => (existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() ? true : undefined), 10_000);
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    await m.api.call('POST', `/v1/tasks/${started.taskId as string}/cancel`);
+    await until('the cancelled task to die', () => (alive(pid) ? undefined : true), 10_000);
+    const done = await finished(m.api, job.id);
+    // The freed slot runs the next task; the job counts the cancellation as not succeeded.
+    expect(done).toMatchObject({ state: 'failed', counts: { cancelled: 1, succeeded: 1 } });
+    await w.waitForLog((l) => l.msg === 'task finished' && l.taskId === started.taskId && l.cancelled === true, 'cancelled report');
+  });
+
+  it('keeps 64 KiB tails of huge output in the result and the full log on the worker disk', async () => {
+    const m = await startManager();
+    const w = startWorker(m, { name: 'w1', slots: 1 });
+    const job = await m.api.createJob({ tasks: [{ shell: "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo END-OF-STDOUT; head -c 200000 /dev/zero | tr '\\0' y >&2" }] });
+    await finished(m.api, job.id);
+    const [task] = await m.api.tasks(job.id);
+    const { stdoutTail, stderrTail } = task!.result!;
+    expect(Buffer.byteLength(stdoutTail)).toBeLessThanOrEqual(64 * 1024);
+    expect(Buffer.byteLength(stdoutTail)).toBeGreaterThan(60 * 1024);
+    expect(stdoutTail.endsWith('END-OF-STDOUT\n')).toBe(true);
+    expect(stderrTail).toBe('y'.repeat(64 * 1024));
+    const log = join(w.workDir, 'logs', `${task!.id}.1.stdout.log`);
+    expect(statSync(log).size).toBe(3_000_000 + 1 + 'END-OF-STDOUT\n'.length);
+  });
+
+  it('matches labels and never overfills slots', async () => {
+    const m = await startManager();
+    startWorker(m, { name: 'cpu', slots: 2 });
+    startWorker(m, { name: 'gpu', slots: 2, labels: ['gpu', 'cuda'] });
+    // Each task records when it ran, so overlap per worker can be checked afterwards.
+    const span = 'start=$(date +%s%N); sleep 0.2; printf \'{"start":%s,"end":%s}\' $start $(date +%s%N) > "$PULLMAN_OUTPUT"';
+    const tasks = [
+      ...Array.from({ length: 6 }, (_, i) => ({ key: `gpu${i}`, requires: ['gpu'], shell: span })),
+      ...Array.from({ length: 4 }, (_, i) => ({ key: `wide${i}`, slots: 2, shell: span })),
+      ...Array.from({ length: 8 }, (_, i) => ({ key: `one${i}`, shell: span })),
+    ];
+    const job = await m.api.createJob({ tasks });
+    expect((await finished(m.api, job.id)).state).toBe('succeeded');
+    const workers = Object.fromEntries((await m.api.workers()).map((w) => [w.id, w.name]));
+    const all = await m.api.tasks(job.id);
+    for (const t of all.filter((t) => t.key!.startsWith('gpu'))) expect(workers[t.workerId!]).toBe('gpu');
+    for (const name of ['cpu', 'gpu']) {
+      const mine = all.filter((t) => workers[t.workerId!] === name).map((t) => ({ slots: t.slots, ...(t.result!.output as { start: number; end: number }) }));
+      for (const t of mine) {
+        // Slots in use while this task started never exceed the worker's 2.
+        const inUse = mine.filter((o) => o.start <= t.start && o.end > t.start).reduce((n, o) => n + o.slots, 0);
+        expect(inUse).toBeLessThanOrEqual(2);
+      }
+    }
+  });
+
+  it('runs higher priority first, then in submission order', async () => {
+    const m = await startManager();
+    const tasks = [
+      { key: 'low-1', priority: -1, command: ['true'] },
+      { key: 'mid-1', command: ['true'] },
+      { key: 'high-1', priority: 5, command: ['true'] },
+      { key: 'mid-2', command: ['true'] },
+      { key: 'high-2', priority: 5, command: ['true'] },
+      { key: 'low-2', priority: -1, command: ['true'] },
+    ];
+    const job = await m.api.createJob({ tasks });
+    // One slot, started after submission: the claim order is the run order.
+    startWorker(m, { name: 'w1', slots: 1 });
+    await finished(m.api, job.id);
+    const order = (await m.api.tasks(job.id)).sort((a, b) => Date.parse(a.startedAt!) - Date.parse(b.startedAt!) || Number(a.id.slice(5)) - Number(b.id.slice(5))).map((t) => t.key);
+    expect(order).toEqual(['high-1', 'high-2', 'mid-1', 'mid-2', 'low-1', 'low-2']);
+  });
+
+  it('exits 2 with one clear line on bad configuration', async () => {
+    const base = { PULLMAN_READY: 'none', PULLMAN_WORKER_TOKEN: 'x'.repeat(20) };
+    for (const [env, expected] of [
+      [{ PULLMAN_READY: 'none' }, 'a worker token is required'],
+      [{ ...base, PULLMAN_MANAGER_URL: 'not a url' }, 'PULLMAN_MANAGER_URL: "not a url" is not a URL'],
+      [{ ...base, PULLMAN_SLOTS: '0' }, 'PULLMAN_SLOTS: "0" must be a whole number'],
+      [{ ...base, PULLMAN_READY: 'sometimes' }, 'PULLMAN_READY: "sometimes" must be one of'],
+    ] as const) {
+      const r = await runWorkerToExit(['run'], { ...env });
+      expect(r.code).toBe(2);
+      const lines = r.stderr.trim().split('\n');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/^pullman-worker: /);
+      expect(lines[0]).toContain(expected);
+    }
+  });
+
+  it('exits 2 when the manager refuses the worker token', async () => {
+    const m = await startManager();
+    const w = startWorker(m, { name: 'w1', env: { PULLMAN_WORKER_TOKEN: 'wrong-token-wrong-token' } });
+    const { code } = await w.exited;
+    expect(code).toBe(2);
+    expect(w.stderr()).toContain('refused the worker token');
+    expect(w.stderr()).not.toContain('wrong-token-wrong-token');
+  });
+});
