@@ -19,7 +19,9 @@ export interface WorkerConfig {
   /** Null only for `wait-ready`, which never talks to the manager. */
   token: string | null;
   ca: Buffer | null;
+  /** PULLMAN_NAME, else the hostname; replaced by IMDS compute.name on Azure unless explicit. */
   name: string;
+  nameExplicit: boolean;
   hostname: string;
   slots: number;
   labels: string[];
@@ -32,6 +34,8 @@ export interface WorkerConfig {
   imdsUrl: string;
   armUrl: string;
   scheduledEvents: 'on' | 'off' | 'auto';
+  /** AZURE_CLIENT_ID: a user-assigned identity; null for the system-assigned one. */
+  azureClientId: string | null;
   drainTimeoutMs: number;
   killGraceMs: number;
   keepFailedScratch: boolean;
@@ -148,8 +152,10 @@ function buildConfig(command: ParsedCommand['command'], o: Record<string, string
       throw configError(name, value, 'is not a duration (use 500ms, 30s, 5m, 2h or integer milliseconds)');
     }
   };
+  // `auto` (unset) means: on when the gate turns out to be azure, else off.
   const scheduledEvents = (env.PULLMAN_SCHEDULED_EVENTS ?? 'auto') as WorkerConfig['scheduledEvents'];
   if (!['on', 'off', 'auto'].includes(scheduledEvents)) throw configError('PULLMAN_SCHEDULED_EVENTS', scheduledEvents, 'must be "on" or "off"');
+  const clientId = env.AZURE_CLIENT_ID?.trim() || null;
   const keep = env.PULLMAN_KEEP_FAILED_SCRATCH ?? 'true';
   if (keep !== 'true' && keep !== 'false') throw configError('PULLMAN_KEEP_FAILED_SCRATCH', keep, 'must be "true" or "false"');
   const host = hostname();
@@ -159,7 +165,8 @@ function buildConfig(command: ParsedCommand['command'], o: Record<string, string
     channelUrl: channel.href,
     token,
     ca,
-    name: o.name ?? host,
+    name: o.name?.trim() || host,
+    nameExplicit: Boolean(o.name?.trim()),
     hostname: host,
     slots,
     labels,
@@ -171,6 +178,7 @@ function buildConfig(command: ParsedCommand['command'], o: Record<string, string
     imdsUrl: (env.PULLMAN_IMDS_URL ?? 'http://169.254.169.254').replace(/\/$/, ''),
     armUrl: (env.PULLMAN_ARM_URL ?? 'https://management.azure.com').replace(/\/$/, ''),
     scheduledEvents,
+    azureClientId: clientId,
     drainTimeoutMs: duration('PULLMAN_DRAIN_TIMEOUT', '10m'),
     killGraceMs: duration('PULLMAN_KILL_GRACE', '10s'),
     keepFailedScratch: keep === 'true',

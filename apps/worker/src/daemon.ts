@@ -94,6 +94,10 @@ export class WorkerDaemon {
   private finished!: (code: number) => void;
   private readonly exit: Promise<number>;
   private drainStarted = false;
+  private drainDeadline = Number.POSITIVE_INFINITY;
+  private readonly beforeExit: Array<() => Promise<void>> = [];
+  /** Said bye: a closing socket is expected, not a reason to reconnect. */
+  private leaving = false;
   private settleWaiters: Array<() => void> = [];
 
   constructor(private readonly o: DaemonOptions) {
@@ -118,10 +122,18 @@ export class WorkerDaemon {
     return this.exit;
   }
 
-  /** Starts a graceful drain (SIGTERM, SIGINT, the manager's drain, a Scheduled Event). */
-  drain(reason: string): void {
+  /**
+   * Starts a graceful drain (SIGTERM, SIGINT, the manager's drain, a Scheduled Event), or
+   * tightens one under way. `deadlineAt` caps how long running tasks may go on (a Scheduled
+   * Event's NotBefore); `beforeExit` runs after the manager was told (approving the event).
+   */
+  drain(reason: string, opts: { deadlineAt?: number; beforeExit?: () => Promise<void> } = {}): void {
+    if (opts.deadlineAt !== undefined) this.drainDeadline = Math.min(this.drainDeadline, opts.deadlineAt);
+    if (opts.beforeExit) this.beforeExit.push(opts.beforeExit);
+    this.wakeSettled(); // a drain already waiting re-reads its deadline
     if (this.drainStarted) return;
     this.drainStarted = true;
+    this.drainDeadline = Math.min(this.drainDeadline, Date.now() + this.config.drainTimeoutMs);
     void this.drainAndStop(reason).catch((err: unknown) => {
       this.log.error({ err }, 'drain failed');
       this.stop(1);
@@ -169,7 +181,7 @@ export class WorkerDaemon {
     this.synced = false;
     this.unacked.clear(); // resent from the outbox (results) or left to the TTL (releases)
     this.stopHeartbeats();
-    if (this.state === 'stopped') return;
+    if (this.state === 'stopped' || this.leaving) return;
     if (wasWelcomed) this.log.warn({ code, reason }, 'disconnected from the manager');
     if (this.state === 'running') this.setState('connecting');
     const delay = backoffDelay(this.reconnectAttempt++);
@@ -314,28 +326,42 @@ export class WorkerDaemon {
     this.setState('draining', { reason });
     if (!this.welcomed && this.running.size === 0 && (await this.outbox.pending()).length === 0) {
       // Nothing to finish and nobody to tell.
+      await this.runBeforeExit();
       return this.stop(0);
     }
     this.send({ type: 'draining', reason });
 
-    const deadline = Date.now() + this.config.drainTimeoutMs;
-    await this.until(() => this.running.size === 0, deadline);
+    await this.until(() => this.running.size === 0, () => this.drainDeadline);
     if (this.running.size > 0) {
       this.log.warn({ running: this.running.size }, 'drain timeout: stopping and releasing the remaining tasks');
       for (const r of this.running.values()) r.exec.stop('release');
-      await this.until(() => this.running.size === 0, Number.POSITIVE_INFINITY);
+      await this.until(() => this.running.size === 0, () => Number.POSITIVE_INFINITY);
     }
 
-    await this.until(() => this.unacked.size === 0 && this.synced, Date.now() + FLUSH_TIMEOUT_MS);
+    const flushBy = Date.now() + FLUSH_TIMEOUT_MS;
+    await this.until(() => this.unacked.size === 0 && this.synced, () => flushBy);
     const left = (await this.outbox.pending()).length;
     if (left > 0) this.log.warn({ results: left }, 'manager unreachable: results stay in the outbox and are sent at the next start');
+    this.leaving = true;
     if (this.welcomed) this.send({ type: 'bye' });
+    await this.runBeforeExit();
     this.stop(0);
   }
 
+  private async runBeforeExit(): Promise<void> {
+    for (const hook of this.beforeExit.splice(0)) {
+      try {
+        await hook();
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'a step before exit failed');
+      }
+    }
+  }
+
   /** Waits until `done()` holds or the deadline passes, re-checking whenever something settles. */
-  private async until(done: () => boolean, deadline: number): Promise<void> {
-    while (!done() && Date.now() < deadline) {
+  private async until(done: () => boolean, deadlineOf: () => number): Promise<void> {
+    while (!done() && Date.now() < deadlineOf()) {
+      const deadline = deadlineOf();
       await new Promise<void>((resolve) => {
         const timer = Number.isFinite(deadline) ? setTimeout(resolve, Math.max(0, deadline - Date.now())) : null;
         this.settleWaiters.push(() => {

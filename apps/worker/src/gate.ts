@@ -1,9 +1,9 @@
 /**
  * The readiness gate: the worker joins only when its machine is ready. Each mode is a
- * ReadinessGate; `createGate` picks one. The Azure gate (wait for provisioningState =
- * Succeeded) plugs in here as one more entry in GATES.
+ * ReadinessGate; `createGate` picks one (for `auto`, by probing IMDS).
  */
 import { access } from 'node:fs/promises';
+import { AzureReadyError, ImdsClient, waitForSucceeded, type ComputeFacts } from '@pullman/azure';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { VmFacts } from '@pullman/protocol';
@@ -37,6 +37,8 @@ export class GateError extends Error {
 export interface GateResult {
   /** Facts about the VM, or null off Azure. */
   vm: VmFacts | null;
+  /** IMDS compute facts when the gate was azure (Scheduled Events need compute.name). */
+  compute?: ComputeFacts;
 }
 
 export interface GateContext {
@@ -81,18 +83,47 @@ const cloudInitGate: ReadinessGate = {
   },
 };
 
-const GATES: Partial<Record<Exclude<ReadyMode, 'auto'>, ReadinessGate>> = {
+/**
+ * Waits until Azure reports this VM `provisioningState = Succeeded` (packages/azure explains
+ * why). Deleting or Failed ends the wait with a refusal: the worker never registers.
+ */
+const azureGate: ReadinessGate = {
+  mode: 'azure',
+  async wait({ config, log, signal }) {
+    const imds = new ImdsClient({ baseUrl: config.imdsUrl, log });
+    try {
+      const { vm, facts } = await waitForSucceeded({
+        imds,
+        armUrl: config.armUrl,
+        clientId: config.azureClientId ?? undefined,
+        intervalMs: config.readyIntervalMs,
+        timeoutMs: config.readyTimeoutMs,
+        log,
+        signal,
+      });
+      return { vm, compute: facts };
+    } catch (err) {
+      if (err instanceof AzureReadyError) throw new GateError(err.reason, err.message);
+      // IMDS unreachable after its retries, or an unusable answer: not on a working Azure VM.
+      throw new GateError('unavailable', `cannot read this VM's identity from IMDS at ${config.imdsUrl}: ${(err as Error).message}`);
+    }
+  },
+};
+
+const GATES: Record<Exclude<ReadyMode, 'auto'>, ReadinessGate> = {
   none: noneGate,
   'cloud-init': cloudInitGate,
+  azure: azureGate,
 };
 
 /**
- * Resolves a mode to a gate. `auto` means `azure` when the Azure gate is available and IMDS
- * answers; until the Azure gate is built in, `auto` is `none`.
+ * Resolves a mode to a gate. `auto` is `azure` when IMDS answers within a short timeout (we
+ * are on an Azure VM), else `none`.
  */
-export async function createGate(mode: ReadyMode): Promise<ReadinessGate> {
-  if (mode === 'auto') return GATES.azure ?? noneGate;
-  const gate = GATES[mode];
-  if (!gate) throw new GateError('unavailable', `ready mode "${mode}" is not available in this build`);
-  return gate;
+export async function createGate(mode: ReadyMode, config?: Pick<WorkerConfig, 'imdsUrl'>, log?: Logger): Promise<ReadinessGate> {
+  if (mode !== 'auto') return GATES[mode];
+  if (!config) return noneGate;
+  const onAzure = await new ImdsClient({ baseUrl: config.imdsUrl }).available();
+  log?.info({ imds: config.imdsUrl, onAzure }, onAzure ? 'IMDS answered: using the azure gate' : 'no IMDS: using no readiness gate');
+  return onAzure ? azureGate : noneGate;
 }

@@ -7,6 +7,7 @@
  * refused token; 3-8 the gate's refusals (see GATE_EXIT_CODES in gate.ts).
  */
 import { pino, type Logger } from 'pino';
+import { ImdsClient, ScheduledEventsWatcher, msUntilNotBefore } from '@pullman/azure';
 import { PULLMAN_VERSION, PullmanError } from '@pullman/protocol';
 import { parseWorkerCommand, type WorkerConfig } from './config.js';
 import { WorkerDaemon } from './daemon.js';
@@ -44,7 +45,7 @@ async function main(): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 
-  let gate: GateResult;
+  let gate: GateResult & { mode: string };
   try {
     gate = await waitReady(config, log, abort.signal);
   } catch (err) {
@@ -56,16 +57,48 @@ async function main(): Promise<number> {
   }
   if (command === 'wait-ready') return 0;
 
-  daemon = new WorkerDaemon({ config: { ...config, token: config.token! }, log, vm: gate.vm });
-  return daemon.run();
+  // On Azure the worker is known by its VM name unless told otherwise.
+  const name = !config.nameExplicit && gate.vm ? gate.vm.name : config.name;
+  const d = new WorkerDaemon({ config: { ...config, name, token: config.token! }, log, vm: gate.vm });
+  daemon = d;
+  const watcher = await scheduledEventsWatcher(config, gate, log, d);
+  const code = await d.run();
+  await watcher?.stop();
+  return code;
 }
 
-async function waitReady(config: WorkerConfig, log: Logger, signal: AbortSignal): Promise<GateResult> {
-  const gate = await createGate(config.ready);
+async function waitReady(config: WorkerConfig, log: Logger, signal: AbortSignal): Promise<GateResult & { mode: string }> {
+  const gate = await createGate(config.ready, config, log);
   log.info({ from: 'starting', to: 'waiting-ready', gate: gate.mode }, 'state waiting-ready');
   const result = await gate.wait({ config, log, signal });
   log.info({ gate: gate.mode, vm: result.vm }, 'ready');
-  return result;
+  return { ...result, mode: gate.mode };
+}
+
+/**
+ * Watches Azure Scheduled Events when enabled (by default: whenever the gate is azure). An event
+ * that takes this VM away drains the worker: tasks that can finish before NotBefore finish, the
+ * rest are released, the manager is told, and only then is the event approved.
+ */
+async function scheduledEventsWatcher(config: WorkerConfig, gate: GateResult & { mode: string }, log: Logger, daemon: WorkerDaemon): Promise<ScheduledEventsWatcher | null> {
+  const enabled = config.scheduledEvents === 'on' || (config.scheduledEvents === 'auto' && gate.mode === 'azure');
+  if (!enabled) return null;
+  const imds = new ImdsClient({ baseUrl: config.imdsUrl, log });
+  const vmName = gate.compute?.name ?? (await imds.instance()).name;
+  const watcher: ScheduledEventsWatcher = new ScheduledEventsWatcher({
+    imds,
+    vmName,
+    log,
+    onEvent: (event) => {
+      // Leave time after the deadline to stop tasks (kill grace) and report before NotBefore.
+      const margin = config.killGraceMs + 5_000;
+      const deadlineAt = Date.now() + Math.max(0, msUntilNotBefore(event) - margin);
+      daemon.drain(`scheduled event ${event.EventType} ${event.EventId}`, { deadlineAt, beforeExit: () => watcher.approve(event.EventId) });
+    },
+  });
+  watcher.start();
+  log.info({ vmName }, 'watching scheduled events');
+  return watcher;
 }
 
 function fail(err: unknown, exitCode: number): number {

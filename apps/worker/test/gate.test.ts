@@ -1,3 +1,6 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -95,11 +98,31 @@ describe('readiness gate', () => {
     expect(err.reason).toBe('aborted');
   });
 
-  it('azure: unavailable in this build', async () => {
-    const err = await gateError(createGate('azure'));
-    expect(err.reason).toBe('unavailable');
-    expect(err.exitCode).toBe(GATE_EXIT_CODES.unavailable);
-    expect(err.message).toContain('azure');
+  it('azure: is a gate of its own', async () => {
+    expect((await createGate('azure')).mode).toBe('azure');
+  });
+
+  it('auto: no readiness gate when IMDS does not answer', async () => {
+    // A port nothing listens on: the probe is refused at once, as off Azure.
+    const closed = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = srv.address() as AddressInfo;
+        srv.close(() => resolve(port));
+      });
+    });
+    const gate = await createGate('auto', { imdsUrl: `http://127.0.0.1:${closed}` });
+    expect(gate.mode).toBe('none');
+  });
+
+  it('auto: the azure gate when IMDS answers', async () => {
+    const srv = createServer((_req, res) => res.end('{}')).listen(0, '127.0.0.1');
+    await once(srv, 'listening');
+    try {
+      const gate = await createGate('auto', { imdsUrl: `http://127.0.0.1:${(srv.address() as AddressInfo).port}` });
+      expect(gate.mode).toBe('azure');
+    } finally {
+      srv.close();
+    }
   });
 
   it('gives each failure reason its own exit code, none of them 0, 1 or 2', () => {

@@ -108,7 +108,7 @@ export class ImdsClient {
    * GET /metadata/scheduledevents. The very first call after boot can take up to two minutes
    * while the service switches on, so pass a long `timeoutMs` for it.
    */
-  scheduledEvents(opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<ScheduledEventsDocument> {
+  scheduledEvents(opts: { timeoutMs?: number; signal?: AbortSignal; retries?: number } = {}): Promise<ScheduledEventsDocument> {
     return this.call('GET', `/metadata/scheduledevents?api-version=${SCHEDULED_EVENTS_API_VERSION}`, opts);
   }
 
@@ -120,7 +120,7 @@ export class ImdsClient {
     });
   }
 
-  private call<T>(method: string, path: string, o: { body?: unknown; timeoutMs?: number; signal?: AbortSignal | undefined } = {}): Promise<T> {
+  private call<T>(method: string, path: string, o: { body?: unknown; timeoutMs?: number; signal?: AbortSignal | undefined; retries?: number } = {}): Promise<T> {
     return pRetry(
       async () => {
         let res: { status: number; text: string };
@@ -141,7 +141,7 @@ export class ImdsClient {
         throw new AbortError(err);
       },
       {
-        retries: this.retries,
+        retries: o.retries ?? this.retries,
         minTimeout: 500,
         factor: 2,
         maxTimeout: 10_000,

@@ -4,3 +4,4 @@ export { parseVmResourceId, ResourceIdError, type VmResource } from './resource-
 export { waitForSucceeded, redirectIdentityEndpoint, AzureReadyError, ARM_DEFAULT_URL } from './provisioning.js';
 export type { ReadyFailure, ReadyVm, WaitForSucceededOptions } from './provisioning.js';
 export { silentLog, type Log } from './log.js';
+export { ScheduledEventsWatcher, eventsToDrainFor, msUntilNotBefore, DRAIN_EVENT_TYPES, type DrainEventType, type WatcherOptions } from './scheduled-events.js';
