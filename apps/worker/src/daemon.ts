@@ -222,9 +222,9 @@ export class WorkerDaemon {
         for (const t of msg.tasks) void this.startTask(t);
         return;
       case 'ack':
-        this.unacked.delete(`${msg.taskId}/${msg.leaseId}`);
-        if (msg.status === 'stale') this.log.info({ taskId: msg.taskId }, 'result was stale (the task was reassigned or cancelled); dropped');
-        void this.outbox.remove(msg.taskId, msg.leaseId).then(() => this.wakeSettled());
+        return this.onAck(msg);
+      case 'acks':
+        for (const a of msg.acks) this.onAck(a);
         return;
       case 'cancel': {
         const r = this.running.get(msg.taskId);
@@ -241,6 +241,12 @@ export class WorkerDaemon {
         this.log.error({ code: msg.code, fatal: msg.fatal }, `manager error: ${msg.message}`);
         return;
     }
+  }
+
+  private onAck(a: { taskId: string; leaseId: string; status: 'recorded' | 'stale' }): void {
+    this.unacked.delete(`${a.taskId}/${a.leaseId}`);
+    if (a.status === 'stale') this.log.info({ taskId: a.taskId }, 'result was stale (the task was reassigned or cancelled); dropped');
+    void this.outbox.remove(a.taskId, a.leaseId).then(() => this.wakeSettled());
   }
 
   private async onWelcome(msg: Extract<ManagerMessage, { type: 'welcome' }>): Promise<void> {

@@ -151,6 +151,16 @@ export const AckMessage = Type.Object({
 }, { additionalProperties: false });
 export type AckMessage = Static<typeof AckMessage>;
 
+/**
+ * Several acks at once: the manager sends this instead of single `ack`s when a group commit
+ * settles more than one report for the same worker. Each entry means exactly what `ack` means.
+ */
+export const AcksMessage = Type.Object({
+  type: Type.Literal('acks'),
+  acks: Type.Array(Type.Object({ taskId: Id, leaseId: Id, status: Type.Enum(ACK_STATUSES) }, { additionalProperties: false }), { minItems: 1 }),
+}, { additionalProperties: false });
+export type AcksMessage = Static<typeof AcksMessage>;
+
 /** Kill this task's process group; its lease is already void. */
 export const CancelMessage = Type.Object({
   type: Type.Literal('cancel'),
@@ -174,7 +184,7 @@ export const ErrorMessage = Type.Object({
 }, { additionalProperties: false });
 export type ErrorMessage = Static<typeof ErrorMessage>;
 
-export const ManagerMessage = Type.Union([WelcomeMessage, TasksMessage, AckMessage, CancelMessage, DrainMessage, ErrorMessage]);
+export const ManagerMessage = Type.Union([WelcomeMessage, TasksMessage, AckMessage, AcksMessage, CancelMessage, DrainMessage, ErrorMessage]);
 export type ManagerMessage = Static<typeof ManagerMessage>;
 
 /** WebSocket close codes the manager uses (4000-4999 are free for applications). */

@@ -62,6 +62,25 @@ export interface SessionRef {
   sessionId: string;
 }
 
+/** One worker's claim in a batch. */
+export interface ClaimRequest {
+  session: SessionRef;
+  labels: readonly string[];
+  freeSlots: number;
+  maxTasks?: number;
+}
+
+/** A claimed task as the dispatcher sends it: the spec is the stored JSON text. */
+export interface ClaimedTask {
+  taskId: string;
+  jobId: string;
+  key: string | null;
+  attempt: number;
+  leaseId: string;
+  slots: number;
+  specJson: string;
+}
+
 export interface LeaseRef {
   taskSeq: number;
   leaseId: string;
@@ -172,9 +191,13 @@ export class TaskStore {
     this.leaseTtlMs = options.leaseTtlMs;
     this.s = prepare(this.db);
     // Wrap every operation in a transaction once, here, so the methods below read as plain code.
+    // Inside an open transaction (the manager's group commit, which gives every operation a
+    // savepoint of its own) a method runs as it is: a second savepoint per call cost ~15% of
+    // dispatch throughput in profiles and bought nothing.
     for (const name of TRANSACTIONAL) {
       const fn = (this as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!.bind(this);
-      (this as unknown as Record<string, unknown>)[name] = this.db.transaction(fn);
+      const tx = this.db.transaction(fn);
+      (this as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => (this.db.inTransaction ? fn(...args) : tx(...args));
     }
   }
 
@@ -289,7 +312,7 @@ export class TaskStore {
    */
   retryJob(jobSeq: number, state: 'failed' | 'cancelled' = 'failed'): number {
     this.mustGetJob(jobSeq);
-    const requeued = this.s.requeueTasksOfJob.run(jobSeq, state).changes;
+    const requeued = this.s.requeueTasksOfJob.run(this.clock.now(), jobSeq, state).changes;
     if (requeued > 0) {
       this.applyCounts(jobSeq, { [state]: -requeued, queued: requeued });
       this.s.reactivateJob.run(jobSeq);
@@ -365,25 +388,61 @@ export class TaskStore {
    * Returns the assignments (their slots sum to at most freeSlots).
    */
   claimTasks(session: SessionRef, labels: readonly string[], freeSlots: number, maxTasks = 256): TaskAssignment[] {
-    if (freeSlots < 1) return [];
+    const [claimed] = this.claimBatch([{ session, labels, freeSlots, maxTasks }]);
+    return claimed!.map(toAssignment);
+  }
+
+  /**
+   * Claims for many waiting workers at once: one candidate query per distinct label set
+   * instead of one per worker. Candidates are dealt round-robin in queue order, each to the
+   * next worker with room for it. Returns one list per request, in request order; a task's
+   * spec stays raw JSON so the dispatcher can send it without re-serialising.
+   *
+   * Why: with 64 one-slot workers, per-worker claims ran the candidate query 64 times per
+   * dispatch round; batching them is most of what took dispatch from ~7k to ~20k tasks/s.
+   */
+  claimBatch(requests: ReadonlyArray<ClaimRequest>): ClaimedTask[][] {
     const now = this.clock.now();
     const expires = now + this.leaseTtlMs;
-    const candidates = this.s.claimCandidates.all({ freeSlots, labels: JSON.stringify(labels), limit: Math.min(freeSlots, maxTasks) + CLAIM_LOOKAHEAD }) as Array<{ id: number; slots: number }>;
-    const out: TaskAssignment[] = [];
+    const out: ClaimedTask[][] = requests.map(() => []);
     const perJob = new Map<number, number>();
-    let free = freeSlots;
-    for (const c of candidates) {
-      if (c.slots > free) continue;
-      const leaseId = randomUUID();
-      const row = this.s.leaseTask.get(leaseId, expires, session.workerId, session.sessionId, now, c.id) as
-        | { id: number; job_id: number; key: string | null; attempts: number; spec: string }
-        | undefined;
-      if (!row) continue;
-      free -= c.slots;
-      this.s.insertAttempt.run(row.id, row.attempts, session.workerId, now);
-      perJob.set(row.job_id, (perJob.get(row.job_id) ?? 0) + 1);
-      out.push({ taskId: formatTaskId(row.id), jobId: formatJobId(row.job_id), key: row.key, attempt: row.attempts, leaseId, spec: JSON.parse(row.spec) as TaskSpec });
-      if (free === 0 || out.length >= maxTasks) break;
+    const groups = new Map<string, number[]>();
+    requests.forEach((r, i) => {
+      if (r.freeSlots < 1) return;
+      const key = JSON.stringify([...new Set(r.labels)].sort());
+      groups.set(key, [...(groups.get(key) ?? []), i]);
+    });
+    for (const [labels, members] of groups) {
+      const free = members.map((i) => requests[i]!.freeSlots);
+      const room = members.map((i) => requests[i]!.maxTasks ?? 256);
+      const wanted = members.reduce((n, i, k) => n + Math.min(free[k]!, room[k]!), 0);
+      const candidates = this.s.claimCandidates.all({ freeSlots: Math.max(...free), labels, limit: wanted + CLAIM_LOOKAHEAD }) as Array<{ id: number; slots: number }>;
+      let next = 0;
+      for (const c of candidates) {
+        // The next member (round-robin) with room for this task, if any.
+        let k = -1;
+        for (let step = 0; step < members.length; step++) {
+          const m = (next + step) % members.length;
+          if (free[m]! >= c.slots && room[m]! > 0) {
+            k = m;
+            break;
+          }
+        }
+        if (k < 0) continue;
+        const { session } = requests[members[k]!]!;
+        const leaseId = randomUUID();
+        const row = this.s.leaseTask.get(leaseId, expires, session.workerId, session.sessionId, now, c.id) as
+          | { id: number; job_id: number; key: string | null; attempts: number; spec: string }
+          | undefined;
+        if (!row) continue;
+        free[k]! -= c.slots;
+        room[k]! -= 1;
+        next = (k + 1) % members.length;
+        this.s.insertAttempt.run(row.id, row.attempts, session.workerId, now);
+        perJob.set(row.job_id, (perJob.get(row.job_id) ?? 0) + 1);
+        out[members[k]!]!.push({ taskId: formatTaskId(row.id), jobId: formatJobId(row.job_id), key: row.key, attempt: row.attempts, leaseId, slots: c.slots, specJson: row.spec });
+        if (free.every((f, m) => f === 0 || room[m] === 0)) break;
+      }
     }
     for (const [jobSeq, n] of perJob) this.applyCounts(jobSeq, { queued: -n, running: n });
     return out;
@@ -432,7 +491,7 @@ export class TaskStore {
     this.s.bumpWorkerFailed.run(workerId);
     const result = JSON.stringify(toTaskResult(report, error));
     if (row.failures < row.retries) {
-      this.s.requeueAfterFailure.run(result, row.id);
+      this.s.requeueAfterFailure.run(result, now, row.id);
       this.applyCounts(row.job_id, { running: -1, queued: 1 });
       return { status: 'recorded', taskState: 'queued', jobId: formatJobId(row.job_id), requeued: true };
     }
@@ -502,7 +561,7 @@ export class TaskStore {
   private loseTask(row: TaskRow, outcome: 'lost' | 'released', message: string, now: number): TaskState {
     this.endAttempt(row.id, row.attempts, now, outcome, null, { code: 'WORKER_LOST', message });
     if (row.losses < MAX_LOSSES) {
-      this.s.requeueAfterLoss.run(row.id);
+      this.s.requeueAfterLoss.run(now, row.id);
       this.applyCounts(row.job_id, { running: -1, queued: 1 });
       return 'queued';
     }
@@ -614,7 +673,7 @@ export class TaskStore {
 
 /** Methods that run in a transaction of their own (a savepoint when nested). */
 const TRANSACTIONAL = [
-  'createJob', 'submitTasks', 'sealJob', 'cancelJob', 'retryJob', 'cancelTask', 'claimTasks', 'extendLeases',
+  'createJob', 'submitTasks', 'sealJob', 'cancelJob', 'retryJob', 'cancelTask', 'claimTasks', 'claimBatch', 'extendLeases',
   'completeTask', 'failTask', 'reportExecution', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'resumeLeases',
   'registerWorker', 'setWorkerState', 'markAllWorkersOffline', 'extendAllLeasesForRestart',
 ] as const satisfies ReadonlyArray<keyof TaskStore>;
@@ -670,7 +729,10 @@ function prepare(db: Database.Database) {
     insertAttempt: p(`INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome) VALUES (?, ?, ?, ?, 'running')`),
     endAttempt: p(`UPDATE attempts SET ended_at = ?, outcome = ?, exit_code = ?, error = ? WHERE task_id = ? AND attempt = ?`),
     extendLeases: p(`UPDATE tasks SET lease_expires_at = ? WHERE worker_id = ? AND session_id = ? AND state = 'running'`),
-    currentLease: p(`SELECT * FROM tasks WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'`),
+    // Only the columns a report needs: spec and result can be large.
+    currentLease: p(`
+      SELECT id, job_id, attempts, failures, retries, losses, worker_id FROM tasks
+      WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'`),
     resumeLease: p(`
       UPDATE tasks SET session_id = ?, lease_expires_at = ?
       WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'`),
@@ -678,13 +740,13 @@ function prepare(db: Database.Database) {
       UPDATE tasks SET state = ?, finished_at = ?, result = coalesce(?, result), lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE id = ?`),
     requeueAfterFailure: p(`
-      UPDATE tasks SET state = 'queued', failures = failures + 1, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
+      UPDATE tasks SET state = 'queued', failures = failures + 1, result = ?, queued_at = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE id = ?`),
     failTerminal: p(`
       UPDATE tasks SET state = 'failed', failures = failures + 1, finished_at = ?, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE id = ?`),
     requeueAfterLoss: p(`
-      UPDATE tasks SET state = 'queued', losses = losses + 1, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
+      UPDATE tasks SET state = 'queued', losses = losses + 1, queued_at = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE id = ?`),
     failLost: p(`
       UPDATE tasks SET state = 'failed', losses = losses + 1, finished_at = ?, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
@@ -697,7 +759,7 @@ function prepare(db: Database.Database) {
       UPDATE tasks SET state = 'cancelled', finished_at = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE job_id = ? AND state = 'running'`),
     requeueTasksOfJob: p(`
-      UPDATE tasks SET state = 'queued', failures = 0, losses = 0, finished_at = NULL
+      UPDATE tasks SET state = 'queued', failures = 0, losses = 0, finished_at = NULL, queued_at = ?
       WHERE job_id = ? AND state = ?`),
 
     getWorker: p(`SELECT id FROM workers WHERE id = ?`),
@@ -791,6 +853,10 @@ function workerFromRow(r: WorkerRow): Worker {
     tasksSucceeded: r.tasks_succeeded,
     tasksFailed: r.tasks_failed,
   };
+}
+
+function toAssignment(t: ClaimedTask): TaskAssignment {
+  return { taskId: t.taskId, jobId: t.jobId, key: t.key, attempt: t.attempt, leaseId: t.leaseId, spec: JSON.parse(t.specJson) as TaskSpec };
 }
 
 function failureError(report: ExecutionReport): ErrorInfo {

@@ -139,3 +139,45 @@ describe('claimTasks', () => {
     expect(store.hasQueued()).toBe(false);
   });
 });
+
+describe('claimBatch', () => {
+  it('deals tasks round-robin in queue order across the workers of one batch', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: ['a', 'b', 'c', 'd', 'e'].map((k) => sh(k)) });
+    const [w1, w2] = store.claimBatch([
+      { session: session('w-1', 's-1'), labels: [], freeSlots: 2 },
+      { session: session('w-2', 's-2'), labels: [], freeSlots: 2 },
+    ]);
+    expect(w1!.map((t) => t.key)).toEqual(['a', 'c']);
+    expect(w2!.map((t) => t.key)).toEqual(['b', 'd']);
+    expect(store.getTask(1)!.workerId).toBe('w-1');
+    expect(store.getTask(2)!.workerId).toBe('w-2');
+    expect(store.getTask(5)!.state).toBe('queued');
+    // The spec travels as the stored JSON text.
+    expect(JSON.parse(w1![0]!.specJson)).toEqual({ key: 'a', shell: 'echo a' });
+  });
+
+  it('matches labels and slots per worker within one batch', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('gpu', { requires: ['gpu'] }), sh('wide', { slots: 4 }), sh('plain')] });
+    const [cpu, gpu] = store.claimBatch([
+      { session: session('w-cpu', 's-1'), labels: [], freeSlots: 1 },
+      { session: session('w-gpu', 's-2'), labels: ['gpu'], freeSlots: 4 },
+    ]);
+    expect(cpu!.map((t) => t.key)).toEqual(['plain']);
+    expect(gpu!.map((t) => t.key)).toEqual(['gpu']);
+    expect(gpu!.reduce((n, t) => n + t.slots, 0)).toBeLessThanOrEqual(4);
+    expect(store.getTask(2)!.state).toBe('queued'); // 'wide' needs 4 slots; the gpu worker had 3 left
+  });
+
+  it('gives nothing to requests without free slots and respects maxTasks', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: ['a', 'b', 'c'].map((k) => sh(k)) });
+    const [none, capped] = store.claimBatch([
+      { session: session('w-1', 's-1'), labels: [], freeSlots: 0 },
+      { session: session('w-2', 's-2'), labels: [], freeSlots: 3, maxTasks: 2 },
+    ]);
+    expect(none).toEqual([]);
+    expect(capped!.map((t) => t.key)).toEqual(['a', 'b']);
+  });
+});
