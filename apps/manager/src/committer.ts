@@ -25,6 +25,7 @@ export interface CommitStats {
 export class GroupCommitter {
   private pending: Pending[] = [];
   private scheduled = false;
+  private readonly hooks: Array<() => void> = [];
   private closed = false;
   readonly stats: CommitStats = { transactions: 0, operations: 0 };
 
@@ -35,13 +36,26 @@ export class GroupCommitter {
     if (this.closed) return Promise.reject(new Error('committer is closed'));
     return new Promise<T>((resolve, reject) => {
       this.pending.push({ op, resolve: resolve as (v: unknown) => void, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        // setImmediate runs after the I/O callbacks of this turn, so every message that
-        // arrived together joins the batch.
-        setImmediate(() => this.flush());
-      }
+      this.schedule();
     });
+  }
+
+  /**
+   * Registers work to run just before each flush, whose writes join that flush. The
+   * dispatcher claims here, so the results and pulls of a turn and the claims they free up
+   * share one transaction instead of two.
+   */
+  beforeFlush(hook: () => void): void {
+    this.hooks.push(hook);
+  }
+
+  /** Makes sure a flush runs at the end of this turn, even with nothing queued yet. */
+  schedule(): void {
+    if (this.scheduled || this.closed) return;
+    this.scheduled = true;
+    // setImmediate runs after the I/O callbacks of this turn, so every message that
+    // arrived together joins the batch.
+    setImmediate(() => this.flush());
   }
 
   /** Commits what is pending now (used at shutdown); later calls are rejected. */
@@ -52,6 +66,7 @@ export class GroupCommitter {
 
   private flush(): void {
     this.scheduled = false;
+    for (const hook of this.hooks) hook();
     const batch = this.pending;
     if (batch.length === 0) return;
     this.pending = [];

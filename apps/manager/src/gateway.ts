@@ -71,6 +71,11 @@ export class WorkerGateway {
 
   constructor(private readonly o: GatewayOptions) {
     this.now = o.now ?? Date.now;
+    o.committer.beforeFlush(() => {
+      if (!this.dispatchScheduled) return;
+      this.dispatchScheduled = false;
+      this.dispatch();
+    });
   }
 
   get sessionCount(): number {
@@ -284,13 +289,11 @@ export class WorkerGateway {
 
   // ---- dispatch ------------------------------------------------------------------------------
 
+  /** A dispatch round runs just before the next group commit and claims inside it. */
   private scheduleDispatch(): void {
     if (this.dispatchScheduled || this.closing) return;
     this.dispatchScheduled = true;
-    setImmediate(() => {
-      this.dispatchScheduled = false;
-      this.dispatch();
-    });
+    this.o.committer.schedule();
   }
 
   /**
@@ -335,7 +338,7 @@ export class WorkerGateway {
       return;
     }
     this.sendRaw(s, tasksMessage(tasks));
-    this.o.metrics.dispatched(tasks.length, this.now() - claimedAt);
+    this.o.metrics.dispatched(tasks, this.now(), claimedAt);
     // Credits left but the claim was capped, or a bigger task was skipped: try again.
     if (s.credits > 0 && (tasks.length === MAX_TASKS_PER_CLAIM || used < offered)) this.scheduleDispatch();
   }
