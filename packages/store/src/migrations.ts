@@ -92,4 +92,13 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'tasks.queued_at',
+    // When a task last entered the queue: set on every requeue, NULL until the first one
+    // (then created_at is the answer). Feeds the dispatch latency histogram (queued to sent).
+    sql: /* sql */ `
+      ALTER TABLE tasks ADD COLUMN queued_at INTEGER;
+    `,
+  },
 ];

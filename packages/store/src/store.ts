@@ -79,6 +79,8 @@ export interface ClaimedTask {
   leaseId: string;
   slots: number;
   specJson: string;
+  /** When the task last entered the queue (epoch ms), for the dispatch latency metric; not sent. */
+  queuedAt: number;
 }
 
 export interface LeaseRef {
@@ -432,7 +434,7 @@ export class TaskStore {
         const { session } = requests[members[k]!]!;
         const leaseId = randomUUID();
         const row = this.s.leaseTask.get(leaseId, expires, session.workerId, session.sessionId, now, c.id) as
-          | { id: number; job_id: number; key: string | null; attempts: number; spec: string }
+          | { id: number; job_id: number; key: string | null; attempts: number; spec: string; queued_at: number }
           | undefined;
         if (!row) continue;
         free[k]! -= c.slots;
@@ -440,7 +442,7 @@ export class TaskStore {
         next = (k + 1) % members.length;
         this.s.insertAttempt.run(row.id, row.attempts, session.workerId, now);
         perJob.set(row.job_id, (perJob.get(row.job_id) ?? 0) + 1);
-        out[members[k]!]!.push({ taskId: formatTaskId(row.id), jobId: formatJobId(row.job_id), key: row.key, attempt: row.attempts, leaseId, slots: c.slots, specJson: row.spec });
+        out[members[k]!]!.push({ taskId: formatTaskId(row.id), jobId: formatJobId(row.job_id), key: row.key, attempt: row.attempts, leaseId, slots: c.slots, specJson: row.spec, queuedAt: row.queued_at });
         if (free.every((f, m) => f === 0 || room[m] === 0)) break;
       }
     }
@@ -725,7 +727,7 @@ function prepare(db: Database.Database) {
       UPDATE tasks SET state = 'running', lease_id = ?, lease_expires_at = ?, worker_id = ?, session_id = ?,
                        attempts = attempts + 1, started_at = ?
       WHERE id = ? AND state = 'queued'
-      RETURNING id, job_id, key, attempts, spec`),
+      RETURNING id, job_id, key, attempts, spec, coalesce(queued_at, created_at) AS queued_at`),
     insertAttempt: p(`INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome) VALUES (?, ?, ?, ?, 'running')`),
     endAttempt: p(`UPDATE attempts SET ended_at = ?, outcome = ?, exit_code = ?, error = ? WHERE task_id = ? AND attempt = ?`),
     extendLeases: p(`UPDATE tasks SET lease_expires_at = ? WHERE worker_id = ? AND session_id = ? AND state = 'running'`),
