@@ -27,6 +27,9 @@ import type { ManagerMetrics } from './metrics.js';
 
 const checkMessage = compileChecker(WorkerMessage, 'PROTOCOL_ERROR', 'message');
 
+/** Hot-path writes: one store call that writes nothing before it can throw (see committer.ts). */
+const HOT = { savepoint: false } as const;
+
 /** Most tasks claimed for one session per dispatch round; keeps one claim from hogging a turn. */
 const MAX_TASKS_PER_CLAIM = 64;
 
@@ -186,13 +189,13 @@ export class WorkerGateway {
         this.scheduleDispatch();
         return;
       case 'heartbeat':
-        await this.o.committer.run(() => this.o.store.extendLeases({ workerId, sessionId: s.id }));
+        await this.o.committer.run(() => this.o.store.extendLeases({ workerId, sessionId: s.id }), HOT);
         return;
       case 'result': {
         const taskSeq = parseTaskId(msg.taskId);
         const outcome = taskSeq === null
           ? { status: 'stale' as const }
-          : await this.o.committer.run(() => this.o.store.reportExecution(workerId, { taskSeq, leaseId: msg.leaseId }, msg.report));
+          : await this.o.committer.run(() => this.o.store.reportExecution(workerId, { taskSeq, leaseId: msg.leaseId }, msg.report), HOT);
         this.ack(s, msg.taskId, msg.leaseId, outcome.status);
         if (outcome.status === 'recorded') {
           this.o.metrics.taskFinished(outcome.taskState, msg.report.durationMs);
@@ -311,7 +314,7 @@ export class WorkerGateway {
     const offered = ready.map((s) => s.credits);
     const claimedAt = this.now();
     this.o.committer
-      .run(() => this.o.store.claimBatch(ready.map((s, i) => ({ session: { workerId: s.workerId!, sessionId: s.id }, labels: s.labels, freeSlots: offered[i]!, maxTasks: MAX_TASKS_PER_CLAIM }))))
+      .run(() => this.o.store.claimBatch(ready.map((s, i) => ({ session: { workerId: s.workerId!, sessionId: s.id }, labels: s.labels, freeSlots: offered[i]!, maxTasks: MAX_TASKS_PER_CLAIM }))), HOT)
       .then((batches) => ready.forEach((s, i) => this.deliver(s, offered[i]!, batches[i]!, claimedAt)))
       .catch((err: unknown) => {
         for (const s of ready) s.claiming = false;

@@ -51,6 +51,8 @@ export const systemClock: Clock = { now: () => Date.now() };
 export interface StoreOptions {
   path: string;
   sync?: SyncMode;
+  /** Cap on the database size in pages (SQLite `max_page_count`); see OpenDbOptions. */
+  maxPages?: number | undefined;
   /** How long a lease lasts after a claim or heartbeat. */
   leaseTtlMs: number;
   clock?: Clock;
@@ -188,7 +190,7 @@ export class TaskStore {
   private readonly s: ReturnType<typeof prepare>;
 
   constructor(options: StoreOptions) {
-    this.db = openDatabase({ path: options.path, sync: options.sync ?? 'normal' });
+    this.db = openDatabase({ path: options.path, sync: options.sync ?? 'normal', maxPages: options.maxPages });
     this.clock = options.clock ?? systemClock;
     this.leaseTtlMs = options.leaseTtlMs;
     this.s = prepare(this.db);
@@ -419,6 +421,9 @@ export class TaskStore {
       const room = members.map((i) => requests[i]!.maxTasks ?? 256);
       const wanted = members.reduce((n, i, k) => n + Math.min(free[k]!, room[k]!), 0);
       const candidates = this.s.claimCandidates.all({ freeSlots: Math.max(...free), labels, limit: wanted + CLAIM_LOOKAHEAD }) as Array<{ id: number; slots: number }>;
+      // Deal first, then lease each member's share with one UPDATE and one INSERT: two
+      // statements per worker instead of two per task.
+      const shares: number[][] = members.map(() => []);
       let next = 0;
       for (const c of candidates) {
         // The next member (round-robin) with room for this task, if any.
@@ -431,20 +436,27 @@ export class TaskStore {
           }
         }
         if (k < 0) continue;
-        const { session } = requests[members[k]!]!;
-        const leaseId = randomUUID();
-        const row = this.s.leaseTask.get(leaseId, expires, session.workerId, session.sessionId, now, c.id) as
-          | { id: number; job_id: number; key: string | null; attempts: number; spec: string; queued_at: number }
-          | undefined;
-        if (!row) continue;
         free[k]! -= c.slots;
         room[k]! -= 1;
         next = (k + 1) % members.length;
-        this.s.insertAttempt.run(row.id, row.attempts, session.workerId, now);
-        perJob.set(row.job_id, (perJob.get(row.job_id) ?? 0) + 1);
-        out[members[k]!]!.push({ taskId: formatTaskId(row.id), jobId: formatJobId(row.job_id), key: row.key, attempt: row.attempts, leaseId, slots: c.slots, specJson: row.spec, queuedAt: row.queued_at });
+        shares[k]!.push(c.id);
         if (free.every((f, m) => f === 0 || room[m] === 0)) break;
       }
+      members.forEach((i, k) => {
+        const ids = shares[k]!;
+        if (ids.length === 0) return;
+        const { session } = requests[i]!;
+        const idsJson = JSON.stringify(ids);
+        const rows = this.s.leaseTasks.all(expires, session.workerId, session.sessionId, now, idsJson) as Array<{
+          id: number; job_id: number; key: string | null; attempts: number; spec: string; slots: number; lease_id: string; queued_at: number;
+        }>;
+        this.s.insertAttempts.run(session.workerId, now, idsJson);
+        rows.sort((a, b) => ids.indexOf(a.id) - ids.indexOf(b.id));
+        for (const row of rows) {
+          perJob.set(row.job_id, (perJob.get(row.job_id) ?? 0) + 1);
+          out[i]!.push({ taskId: formatTaskId(row.id), jobId: formatJobId(row.job_id), key: row.key, attempt: row.attempts, leaseId: row.lease_id, slots: row.slots, specJson: row.spec, queuedAt: row.queued_at });
+        }
+      });
     }
     for (const [jobSeq, n] of perJob) this.applyCounts(jobSeq, { queued: -n, running: n });
     return out;
@@ -469,11 +481,13 @@ export class TaskStore {
 
   /** Marks a leased task succeeded. Returns `stale` if the lease is not current. */
   completeTask(workerId: string, lease: LeaseRef, report: ExecutionReport): ReportOutcome {
-    const row = this.currentLease(workerId, lease);
-    if (!row) return { status: 'stale' };
     const now = this.clock.now();
+    // The fence and the write in one statement: it matches only the current lease.
+    const row = this.s.completeLeased.get(now, JSON.stringify(toTaskResult(report, null)), lease.taskSeq, lease.leaseId, workerId) as
+      | { id: number; job_id: number; attempts: number }
+      | undefined;
+    if (!row) return { status: 'stale' };
     this.endAttempt(row.id, row.attempts, now, 'succeeded', report.exitCode, null);
-    this.s.setTaskTerminal.run('succeeded', now, JSON.stringify(toTaskResult(report, null)), row.id);
     this.s.bumpWorkerSucceeded.run(workerId);
     this.applyCounts(row.job_id, { running: -1, succeeded: 1 });
     this.finishJobIfDone(row.job_id, now);
@@ -723,12 +737,16 @@ function prepare(db: Database.Database) {
               SELECT 1 FROM json_each(tasks.requires) r WHERE r.value NOT IN (SELECT value FROM json_each(@labels))))
       ORDER BY priority DESC, id
       LIMIT @limit`),
-    leaseTask: p(`
-      UPDATE tasks SET state = 'running', lease_id = ?, lease_expires_at = ?, worker_id = ?, session_id = ?,
+    // Leases a batch of queued tasks for one session. The lease id is 128 random bits made by
+    // SQLite, so the batch needs no per-task round trip from JS.
+    leaseTasks: p(`
+      UPDATE tasks SET state = 'running', lease_id = lower(hex(randomblob(16))), lease_expires_at = ?, worker_id = ?, session_id = ?,
                        attempts = attempts + 1, started_at = ?
-      WHERE id = ? AND state = 'queued'
-      RETURNING id, job_id, key, attempts, spec, coalesce(queued_at, created_at) AS queued_at`),
-    insertAttempt: p(`INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome) VALUES (?, ?, ?, ?, 'running')`),
+      WHERE id IN (SELECT value FROM json_each(?)) AND state = 'queued'
+      RETURNING id, job_id, key, attempts, spec, slots, lease_id, coalesce(queued_at, created_at) AS queued_at`),
+    insertAttempts: p(`
+      INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome)
+      SELECT id, attempts, ?, ?, 'running' FROM tasks WHERE id IN (SELECT value FROM json_each(?))`),
     endAttempt: p(`UPDATE attempts SET ended_at = ?, outcome = ?, exit_code = ?, error = ? WHERE task_id = ? AND attempt = ?`),
     extendLeases: p(`UPDATE tasks SET lease_expires_at = ? WHERE worker_id = ? AND session_id = ? AND state = 'running'`),
     // Only the columns a report needs: spec and result can be large.
@@ -738,6 +756,10 @@ function prepare(db: Database.Database) {
     resumeLease: p(`
       UPDATE tasks SET session_id = ?, lease_expires_at = ?
       WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'`),
+    completeLeased: p(`
+      UPDATE tasks SET state = 'succeeded', finished_at = ?, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
+      WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'
+      RETURNING id, job_id, attempts`),
     setTaskTerminal: p(`
       UPDATE tasks SET state = ?, finished_at = ?, result = coalesce(?, result), lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE id = ?`),

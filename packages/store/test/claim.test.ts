@@ -35,7 +35,7 @@ describe('claimTasks', () => {
     clock.advance(500);
     const [a] = store.claimTasks(session('w-9', 's-9'), [], 1);
     expect(a).toMatchObject({ taskId: 'task-1', jobId: job.id, key: 'a', attempt: 1, spec: { key: 'a', shell: 'echo a', env: { X: '1' } } });
-    expect(a!.leaseId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(a!.leaseId).toMatch(/^[0-9a-f]{32}$/); // 128 random bits
     const task = store.getTask(1)!;
     expect(task).toMatchObject({ state: 'running', attempts: 1, workerId: 'w-9', startedAt: new Date(T0 + 500).toISOString(), finishedAt: null });
     expect(task.history).toEqual([{ attempt: 1, workerId: 'w-9', startedAt: new Date(T0 + 500).toISOString(), endedAt: null, outcome: 'running', exitCode: null, error: null }]);
