@@ -13,6 +13,11 @@ export interface OpenDbOptions {
    * `full` also survives power loss, at the cost of an fsync per commit.
    */
   sync?: SyncMode;
+  /**
+   * SQLite's `max_page_count`: the database may not grow past this many pages (4 KiB each).
+   * Unset: SQLite's default (effectively unlimited). Used to provoke SQLITE_FULL in tests.
+   */
+  maxPages?: number | undefined;
 }
 
 /** Opens the database, applies pragmas and runs pending migrations. */
@@ -27,6 +32,7 @@ export function openDatabase(options: OpenDbOptions): Database.Database {
   db.pragma('busy_timeout = 5000');
   db.pragma('cache_size = -65536'); // 64 MiB page cache
   migrate(db);
+  if (options.maxPages !== undefined) db.pragma(`max_page_count = ${Math.floor(options.maxPages)}`);
   return db;
 }
 
