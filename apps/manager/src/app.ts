@@ -27,6 +27,8 @@ import jobRoutes from './routes/jobs/index.js';
 import taskRoutes from './routes/tasks/index.js';
 import workerRoutes from './routes/workers/index.js';
 import systemRoutes from './routes/system/index.js';
+import dashboardRoutes from './routes/dashboard/index.js';
+import liveRoutes from './routes/live/index.js';
 import workerChannelRoutes from './routes/worker-channel/index.js';
 
 /** Largest JSON body: 10,000 tasks of a few hundred bytes each, with room to spare. */
@@ -101,6 +103,10 @@ const pullmanApp: FastifyPluginAsync<AppOptions> = async (app, o) => {
   const reaper = new Reaper({ store, committer, gateway, metrics, log: app.log, leaseTtlMs: o.leaseTtlMs, ...(o.now ? { now: o.now } : {}) });
   app.decorate('pullman', { store, committer, gateway, reaper, metrics, auth: new TokenAuthority(o.tokens), version: o.version ?? '0.0.0' });
 
+  // Request durations by route pattern (`/v1/jobs/:id`), never the raw URL: ids would explode
+  // the label set. Hijacked streams (the live feed, worker sockets) never reach onResponse.
+  app.addHook('onResponse', async (request, reply) => metrics.httpRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000));
+
   app.addHook('onReady', async () => {
     if (o.startReaper !== false) reaper.start();
   });
@@ -115,11 +121,13 @@ const pullmanApp: FastifyPluginAsync<AppOptions> = async (app, o) => {
   });
 
   await app.register(systemRoutes);
+  await app.register(dashboardRoutes);
   await app.register(async (v1) => {
     v1.addHook('onRequest', authHook);
     await v1.register(jobRoutes);
     await v1.register(taskRoutes);
     await v1.register(workerRoutes);
+    await v1.register(liveRoutes);
     await v1.register(workerChannelRoutes);
   }, { prefix: '/v1' });
 };

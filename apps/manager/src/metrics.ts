@@ -1,17 +1,30 @@
 /**
  * Prometheus metrics. Gauges are computed at scrape time from SQLite counters (the job table
- * keeps per-state counts), so scraping never scans the task table.
+ * keeps per-state counts), so scraping never scans the task table. Counters and histograms are
+ * bumped where things happen; docs/observability.md lists every metric and its labels.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { JOB_STATES, TASK_STATES, WORKER_STATES, type TaskState } from '@pullman/protocol';
 import type { TaskStore } from '@pullman/store';
+import { Throughput } from './throughput.js';
+
+/** Why a task went back to the queue. */
+export type RequeueReason = 'retry' | 'expired' | 'released' | 'worker-gone' | 'manual';
 
 export interface ManagerMetrics {
   readonly registry: Registry;
+  /** Tasks finished per second over the last ten minutes (the dashboard's chart). */
+  readonly throughput: Throughput;
+  /** A worker's execution report was recorded; `state` is the task's state after it (`queued` = retried). */
   taskFinished(state: TaskState, durationMs: number): void;
-  dispatched(tasks: number, latencyMs: number): void;
-  requeued(reason: 'expired' | 'released' | 'retry' | 'worker-gone', n?: number): void;
+  /** Tasks that reached a terminal state without an execution report: lost past the cap, or cancelled. */
+  tasksEnded(outcome: 'failed' | 'cancelled', n: number): void;
+  /** One dispatch round sent `tasks` to a worker at `sentAt`; its claim started at `claimedAt` (epoch ms). */
+  dispatched(tasks: ReadonlyArray<{ queuedAt: number }>, sentAt: number, claimedAt: number): void;
+  requeued(reason: RequeueReason, n?: number): void;
   leasesExpired(n: number): void;
+  /** One HTTP request answered; `route` is the route pattern (`/v1/jobs/:id`), never the raw URL. */
+  httpRequest(method: string, route: string, statusCode: number, seconds: number): void;
 }
 
 export function createMetrics(store: TaskStore): ManagerMetrics {
@@ -38,11 +51,12 @@ export function createMetrics(store: TaskStore): ManagerMetrics {
       for (const s of JOB_STATES) this.set({ state: s }, counts[s]);
     },
   });
-  // Workers and slots share one read per scrape.
-  const workerGauge = new Gauge({ name: 'pullman_workers', help: 'Workers by state', labelNames: ['state'], registers: [registry] });
+  // Workers and slots share one read per scrape: the workers gauge (serialized first) reads and
+  // sets both.
+  const slotGauge = new Gauge({ name: 'pullman_slots', help: 'Slots of connected workers, used or free', labelNames: ['state'], registers: [] });
   new Gauge({
-    name: 'pullman_slots',
-    help: 'Slots of connected workers, used or free',
+    name: 'pullman_workers',
+    help: 'Workers by state',
     labelNames: ['state'],
     registers: [registry],
     collect() {
@@ -56,15 +70,23 @@ export function createMetrics(store: TaskStore): ManagerMetrics {
           free += Math.max(0, w.slots - w.usedSlots);
         }
       }
-      for (const s of WORKER_STATES) workerGauge.set({ state: s }, byState[s] ?? 0);
-      this.set({ state: 'used' }, used);
-      this.set({ state: 'free' }, free);
+      for (const s of WORKER_STATES) this.set({ state: s }, byState[s] ?? 0);
+      slotGauge.set({ state: 'used' }, used);
+      slotGauge.set({ state: 'free' }, free);
     },
   });
+  registry.registerMetric(slotGauge);
 
-  const finished = new Counter({ name: 'pullman_tasks_finished_total', help: 'Task executions recorded, by resulting state', labelNames: ['state'], registers: [registry] });
+  const finished = new Counter({ name: 'pullman_tasks_finished_total', help: 'Tasks that reached a terminal state, by outcome', labelNames: ['outcome'], registers: [registry] });
+  const executions = new Counter({ name: 'pullman_task_executions_total', help: 'Execution reports recorded from workers, by outcome (a failed execution that is retried counts as failed)', labelNames: ['outcome'], registers: [registry] });
   const requeued = new Counter({ name: 'pullman_tasks_requeued_total', help: 'Tasks put back in the queue, by reason', labelNames: ['reason'], registers: [registry] });
   const expired = new Counter({ name: 'pullman_leases_expired_total', help: 'Leases that expired because their worker went silent', registers: [registry] });
+  const dispatchedTotal = new Counter({ name: 'pullman_tasks_dispatched_total', help: 'Tasks leased and sent to workers', registers: [registry] });
+  // Every label value starts at zero, so a dashboard's rate() has a series before the first event.
+  for (const outcome of ['succeeded', 'failed', 'cancelled']) finished.inc({ outcome }, 0);
+  for (const outcome of ['succeeded', 'failed']) executions.inc({ outcome }, 0);
+  for (const reason of ['retry', 'expired', 'released', 'worker-gone', 'manual'] satisfies RequeueReason[]) requeued.inc({ reason }, 0);
+
   const duration = new Histogram({
     name: 'pullman_task_duration_seconds',
     help: 'Wall time of task executions as reported by workers',
@@ -72,29 +94,58 @@ export function createMetrics(store: TaskStore): ManagerMetrics {
     registers: [registry],
   });
   const dispatchLatency = new Histogram({
+    name: 'pullman_dispatch_latency_seconds',
+    help: 'Time from a task entering the queue (submitted or requeued) to being sent to a worker',
+    buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400],
+    registers: [registry],
+  });
+  const claimLatency = new Histogram({
     name: 'pullman_dispatch_claim_seconds',
-    help: 'Time from starting a claim to sending the tasks',
+    help: 'Time from starting a claim to sending the tasks (the manager-side cost of a dispatch round)',
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
     registers: [registry],
   });
-  const dispatched = new Counter({ name: 'pullman_tasks_dispatched_total', help: 'Tasks leased and sent to workers', registers: [registry] });
+  const http = new Histogram({
+    name: 'pullman_http_request_duration_seconds',
+    help: 'HTTP requests by method, route pattern and status code',
+    labelNames: ['method', 'route', 'status_code'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+    registers: [registry],
+  });
+
+  const throughput = new Throughput();
 
   return {
     registry,
+    throughput,
     taskFinished(state, durationMs) {
-      finished.inc({ state });
-      if (state === 'queued') requeued.inc({ reason: 'retry' });
       duration.observe(durationMs / 1000);
+      executions.inc({ outcome: state === 'succeeded' ? 'succeeded' : 'failed' });
+      if (state === 'queued') {
+        requeued.inc({ reason: 'retry' });
+      } else if (state === 'succeeded' || state === 'failed') {
+        finished.inc({ outcome: state });
+        throughput.record(state);
+      }
     },
-    dispatched(n, latencyMs) {
-      dispatched.inc(n);
-      dispatchLatency.observe(latencyMs / 1000);
+    tasksEnded(outcome, n) {
+      if (n <= 0) return;
+      finished.inc({ outcome }, n);
+      if (outcome === 'failed') throughput.record('failed', n);
+    },
+    dispatched(tasks, sentAt, claimedAt) {
+      dispatchedTotal.inc(tasks.length);
+      claimLatency.observe((sentAt - claimedAt) / 1000);
+      for (const t of tasks) dispatchLatency.observe(Math.max(0, sentAt - t.queuedAt) / 1000);
     },
     requeued(reason, n = 1) {
-      requeued.inc({ reason }, n);
+      if (n > 0) requeued.inc({ reason }, n);
     },
     leasesExpired(n) {
       expired.inc(n);
+    },
+    httpRequest(method, route, statusCode, seconds) {
+      http.observe({ method, route, status_code: String(statusCode) }, seconds);
     },
   };
 }

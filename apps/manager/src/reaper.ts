@@ -53,6 +53,7 @@ export class Reaper {
       if (lost > 0) {
         this.o.metrics.leasesExpired(lost);
         this.o.metrics.requeued('expired', expired.requeued);
+        this.o.metrics.tasksEnded('failed', expired.failed);
         this.o.log.warn(expired, 'requeued tasks whose leases expired');
         this.o.gateway.kick();
       }

@@ -249,7 +249,8 @@ describe('404', () => {
     expectError(await api(m).delete('/v1/jobs/job-1').set(auth()), 404, 'ROUTE_NOT_FOUND', 'DELETE /v1/jobs/job-1');
     expectError(await api(m).put('/v1/jobs').set(auth()).send({}), 404, 'ROUTE_NOT_FOUND');
     expectError(await get('/v1/jobs/job-1/nothing?x=1'), 404, 'ROUTE_NOT_FOUND', 'GET /v1/jobs/job-1/nothing');
-    expectError(await api(m).get('/'), 404, 'ROUTE_NOT_FOUND');
+    expectError(await api(m).get('/nope'), 404, 'ROUTE_NOT_FOUND'); // `/` is the dashboard
+    expectError(await api(m).get('/dashboard/secrets.txt'), 404, 'ROUTE_NOT_FOUND');
   });
 });
 

@@ -33,7 +33,7 @@ const RESULTS_PAGE = 1_000;
 const checkAddTasksJson = compileChecker(AddTasksJsonBody, 'INVALID_INPUT', 'body');
 
 const jobRoutes: FastifyPluginAsync = async (app) => {
-  const { store, committer, gateway } = app.pullman;
+  const { store, committer, gateway, metrics } = app.pullman;
 
   app.post('/jobs', {
     schema: {
@@ -189,8 +189,13 @@ const jobRoutes: FastifyPluginAsync = async (app) => {
     schema: { summary: 'Cancel a job: queued tasks are cancelled, running ones killed on their workers', tags: ['jobs'], params: IdParams, response: { 200: Job, ...errorResponses(404) } },
   }, async (request) => {
     const jobSeq = jobSeqOf((request.params as { id: string }).id);
-    const { job, toCancel } = await committer.run(() => store.cancelJob(jobSeq));
+    const { job, toCancel, cancelled } = await committer.run(() => {
+      const before = store.getJob(jobSeq)?.counts.cancelled ?? 0;
+      const r = store.cancelJob(jobSeq);
+      return { ...r, cancelled: r.job.counts.cancelled - before };
+    });
     gateway.cancelLeases(toCancel);
+    metrics.tasksEnded('cancelled', cancelled);
     request.log.info({ jobId: job.id, killed: toCancel.length }, 'job cancelled');
     return job;
   });
@@ -211,6 +216,7 @@ const jobRoutes: FastifyPluginAsync = async (app) => {
     const jobSeq = jobSeqOf((request.params as { id: string }).id);
     const state = (request.body as { state?: 'failed' | 'cancelled' } | undefined)?.state ?? 'failed';
     const requeued = await committer.run(() => store.retryJob(jobSeq, state));
+    metrics.requeued('manual', requeued);
     if (requeued) gateway.kick();
     return { requeued };
   });
