@@ -341,7 +341,7 @@ export class WorkerGateway {
       return;
     }
     this.sendRaw(s, tasksMessage(tasks));
-    this.o.metrics.dispatched(tasks.length, this.now() - claimedAt);
+    this.o.metrics.dispatched(tasks, this.now(), claimedAt);
     // Credits left but the claim was capped, or a bigger task was skipped: try again.
     if (s.credits > 0 && (tasks.length === MAX_TASKS_PER_CLAIM || used < offered)) this.scheduleDispatch();
   }
