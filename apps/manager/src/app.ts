@@ -22,7 +22,7 @@ import { Reaper } from './reaper.js';
 import { TokenAuthority } from './tokens.js';
 import { NDJSON_CONTENT_TYPE } from './ndjson.js';
 import { errorHandler, notFoundHandler } from './plugins/errors.js';
-import { authHook } from './plugins/auth.js';
+import { AuthFailureLimiter, createAuthHook, type AuthLimitOptions } from './plugins/auth.js';
 import jobRoutes from './routes/jobs/index.js';
 import taskRoutes from './routes/tasks/index.js';
 import workerRoutes from './routes/workers/index.js';
@@ -44,6 +44,8 @@ export interface AppOptions {
   version?: string;
   /** Wall clock for session liveness and worker state; tests pass the store's fake clock. */
   now?: () => number;
+  /** Limits on failed authentication per client address (plugins/auth.ts). */
+  authLimit?: AuthLimitOptions;
 }
 
 /** What the routes reach through `app.pullman`. */
@@ -123,7 +125,7 @@ const pullmanApp: FastifyPluginAsync<AppOptions> = async (app, o) => {
   await app.register(systemRoutes);
   await app.register(dashboardRoutes);
   await app.register(async (v1) => {
-    v1.addHook('onRequest', authHook);
+    v1.addHook('onRequest', createAuthHook(new AuthFailureLimiter(app.log, o.authLimit)));
     await v1.register(jobRoutes);
     await v1.register(taskRoutes);
     await v1.register(workerRoutes);

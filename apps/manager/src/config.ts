@@ -20,6 +20,8 @@ export interface ManagerConfig {
   leaseTtlMs: number;
   tls: { cert: Buffer; key: Buffer } | null;
   dbSync: SyncMode;
+  /** PULLMAN_DB_MAX_PAGES (testing): cap the database at this many 4 KiB pages; null = no cap. */
+  dbMaxPages: number | null;
   logLevel: LogLevel;
   /** Token sources; resolved (and generated if missing) by loadTokens at start. */
   adminToken: TokenSource;
@@ -102,6 +104,14 @@ export function loadManagerConfig(argv: readonly string[], env: NodeJS.ProcessEn
 
   const dbSync = o.dbSync;
   if (dbSync !== 'normal' && dbSync !== 'full') throw configError('--db-sync / PULLMAN_DB_SYNC', dbSync, 'must be "normal" or "full"');
+  // Hidden on purpose (environment only, no flag): a test setting that provokes SQLITE_FULL
+  // without a small filesystem. docs/configuration.md mentions it under "Testing".
+  const maxPagesText = env.PULLMAN_DB_MAX_PAGES;
+  let dbMaxPages: number | null = null;
+  if (maxPagesText !== undefined && maxPagesText !== '') {
+    if (!/^\d{1,10}$/.test(maxPagesText) || Number(maxPagesText) < 1) throw configError('PULLMAN_DB_MAX_PAGES', maxPagesText, 'is not a positive number of pages');
+    dbMaxPages = Number(maxPagesText);
+  }
   const logLevel = o.logLevel as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) throw configError('--log-level / PULLMAN_LOG_LEVEL', o.logLevel, `must be one of ${LOG_LEVELS.join(', ')}`);
 
@@ -122,6 +132,7 @@ export function loadManagerConfig(argv: readonly string[], env: NodeJS.ProcessEn
     leaseTtlMs,
     tls,
     dbSync,
+    dbMaxPages,
     logLevel,
     adminToken: tokenSource(env, 'ADMIN', join(dataDir, 'admin.token')),
     workerToken: tokenSource(env, 'WORKER', join(dataDir, 'worker.token')),

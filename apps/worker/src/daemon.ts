@@ -81,6 +81,8 @@ export class WorkerDaemon {
   private synced = false;
   private workerId: string | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
+  /** When the manager was last heard from (any message, or a pong) on the current socket. */
+  private lastHeardAt = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private reconnectAttempt = 0;
   private readonly running = new Map<string, Running>();
@@ -158,8 +160,15 @@ export class WorkerDaemon {
       maxPayload: MAX_MESSAGE_BYTES,
     });
     this.ws = ws;
-    ws.on('open', () => this.sendHello());
-    ws.on('message', (data) => this.onMessage(data.toString()));
+    ws.on('open', () => {
+      this.lastHeardAt = Date.now();
+      this.sendHello();
+    });
+    ws.on('message', (data) => {
+      this.lastHeardAt = Date.now();
+      this.onMessage(data.toString());
+    });
+    ws.on('pong', () => (this.lastHeardAt = Date.now()));
     ws.on('unexpected-response', (_req, res) => {
       if (res.statusCode === 401 || res.statusCode === 403) {
         this.log.fatal({ status: res.statusCode }, 'the manager refused the worker token');
@@ -261,7 +270,7 @@ export class WorkerDaemon {
       // The manager gave this lease away (expired, cancelled): stop the now-pointless run.
       this.running.get(taskId)?.exec.stop('cancel');
     }
-    this.startHeartbeats(msg.heartbeatIntervalMs);
+    this.startHeartbeats(msg.heartbeatIntervalMs, msg.leaseTtlMs);
     if (this.state === 'connecting') this.setState('running');
     // Hand back tasks a crashed predecessor was running: requeued now instead of after the TTL.
     for (const o of this.orphanedLeases.splice(0)) this.sendRelease(o.taskId, o.leaseId, 'shutdown');
@@ -413,9 +422,24 @@ export class WorkerDaemon {
     this.state = next;
   }
 
-  private startHeartbeats(intervalMs: number): void {
+  /**
+   * Heartbeats, plus a ping each time: heartbeats get no answer, and a partitioned link that
+   * never delivers a reset would otherwise leave this worker on a dead socket until TCP gives
+   * up (~15 minutes on Linux). Silent for a whole lease TTL, the manager has closed this
+   * session and requeued its tasks anyway: drop the socket and reconnect.
+   */
+  private startHeartbeats(intervalMs: number, leaseTtlMs: number): void {
     this.stopHeartbeats();
-    this.heartbeatTimer = setInterval(() => this.send({ type: 'heartbeat' }), intervalMs);
+    this.heartbeatTimer = setInterval(() => {
+      const ws = this.ws;
+      if (ws && Date.now() - this.lastHeardAt > leaseTtlMs) {
+        this.log.warn({ silentMs: Date.now() - this.lastHeardAt }, 'the manager has been silent for a whole lease TTL; dropping the connection');
+        ws.terminate();
+        return;
+      }
+      this.send({ type: 'heartbeat' });
+      if (ws && ws.readyState === WebSocket.OPEN) ws.ping();
+    }, intervalMs);
   }
 
   private stopHeartbeats(): void {

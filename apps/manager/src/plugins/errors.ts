@@ -35,7 +35,9 @@ export function toPullmanError(err: FastifyError | Error): PullmanError {
 export function errorHandler(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   const e = toPullmanError(err);
   if (e.status >= 500) request.log.error({ err }, 'request failed');
-  else request.log.info({ code: e.code, msg: e.message }, 'request rejected');
+  // Failed authentication is logged by the auth hook, once per address per window: a log line
+  // per attempt would let anyone without a token fill the disk.
+  else if (e.code !== 'UNAUTHORIZED' && e.code !== 'RATE_LIMITED') request.log.info({ code: e.code, msg: e.message }, 'request rejected');
   void reply.status(ERROR_CODES[e.code].status).send(e.toBody());
 }
 

@@ -1,0 +1,43 @@
+/**
+ * SQLITE_FULL inside a group commit. SQLite answers a full disk by rolling back the whole
+ * transaction, not just the failing operation's savepoint; the committer must then fail the
+ * whole batch, and must not run the operations after the failing one in autocommit (which
+ * stored them while their callers were told the commit failed).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { TaskStore } from '@pullman/store';
+import { GroupCommitter } from '../src/committer.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+describe('group commit on a full database', () => {
+  it('fails every operation of the batch and stores none of them', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pullman-full-'));
+    dirs.push(dir);
+    const path = join(dir, 'pullman.db');
+    const probe = new TaskStore({ path, leaseTtlMs: 30_000 });
+    const pages = probe.db.pragma('page_count', { simple: true }) as number;
+    probe.close();
+    const store = new TaskStore({ path, leaseTtlMs: 30_000, maxPages: pages + 8 });
+    const committer = new GroupCommitter(store);
+    const small = (name: string) => () => store.createJob({ name, tasks: [{ shell: 'true' }] });
+    const huge = () => store.createJob({ name: 'huge', tasks: Array.from({ length: 200 }, () => ({ shell: 'true', meta: { pad: 'x'.repeat(4096) } })) });
+
+    const outcomes = await Promise.allSettled([committer.run(small('before')), committer.run(huge), committer.run(small('after-1')), committer.run(small('after-2'))]);
+    expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
+    for (const o of outcomes) expect(((o as PromiseRejectedResult).reason as { code?: string }).code).toBe('SQLITE_FULL');
+    expect(store.listJobs({ limit: 10 }).items).toEqual([]);
+
+    // The next batch, once there is room again for what it writes, commits normally.
+    const job = await committer.run(small('later'));
+    expect(store.listJobs({ limit: 10 }).items.map((j) => j.id)).toEqual([job.job.id]);
+    committer.close();
+    store.close();
+  });
+});
