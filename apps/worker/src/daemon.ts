@@ -85,6 +85,9 @@ export class WorkerDaemon {
   private lastHeardAt = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private reconnectAttempt = 0;
+  /** A re-send of unacked reports, scheduled after a non-fatal error (e.g. STORAGE_FULL). */
+  private resendTimer: NodeJS.Timeout | null = null;
+  private resendAttempt = 0;
   private readonly running = new Map<string, Running>();
   /** Results and releases sent and not yet acked, by `${taskId}/${leaseId}`. */
   private readonly unacked = new Map<string, WorkerMessage>();
@@ -248,11 +251,31 @@ export class WorkerDaemon {
         return this.drain('manager');
       case 'error':
         this.log.error({ code: msg.code, fatal: msg.fatal }, `manager error: ${msg.message}`);
+        if (!msg.fatal) this.scheduleResend();
         return;
     }
   }
 
+  /**
+   * A non-fatal error means one message failed (STORAGE_FULL: the manager's disk is full) and
+   * does not say which. Re-send every unacked report later, with backoff: each is fenced by its
+   * lease, so a duplicate is answered `stale` and harms nothing. Without this, results refused
+   * while the disk was full waited in the outbox until the next reconnect.
+   */
+  private scheduleResend(): void {
+    if (this.resendTimer) return;
+    const delay = 1_000 + backoffDelay(this.resendAttempt++);
+    this.resendTimer = setTimeout(() => {
+      this.resendTimer = null;
+      if (!this.welcomed || this.unacked.size === 0) return;
+      this.log.info({ reports: this.unacked.size }, 're-sending unacknowledged reports after a manager error');
+      for (const m of this.unacked.values()) this.send(m);
+    }, delay);
+    this.resendTimer.unref();
+  }
+
   private onAck(a: { taskId: string; leaseId: string; status: 'recorded' | 'stale' }): void {
+    this.resendAttempt = 0;
     this.unacked.delete(`${a.taskId}/${a.leaseId}`);
     if (a.status === 'stale') this.log.info({ taskId: a.taskId }, 'result was stale (the task was reassigned or cancelled); dropped');
     void this.outbox.remove(a.taskId, a.leaseId).then(() => this.wakeSettled());
@@ -396,6 +419,7 @@ export class WorkerDaemon {
     this.setState('stopped');
     this.stopHeartbeats();
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    if (this.resendTimer) clearTimeout(this.resendTimer);
     const ws = this.ws;
     this.ws = null;
     if (ws) {
