@@ -29,6 +29,7 @@ export class GroupCommitter {
   private pending: Pending[] = [];
   private scheduled = false;
   private readonly hooks: Array<() => void> = [];
+  private flushing = false;
   private closed = false;
   readonly stats: CommitStats = { transactions: 0, operations: 0 };
 
@@ -47,9 +48,9 @@ export class GroupCommitter {
   }
 
   /**
-   * Registers work to run just before each flush, whose writes join that flush. The
-   * dispatcher claims here, so the results and pulls of a turn and the claims they free up
-   * share one transaction instead of two.
+   * Registers work to run inside each flush, after the queued writes; the ops it queues join
+   * the same transaction. The dispatcher claims here, so the results, pulls and submissions of
+   * a turn and the claims they make possible share one commit instead of two.
    */
   beforeFlush(hook: () => void): void {
     this.hooks.push(hook);
@@ -57,7 +58,8 @@ export class GroupCommitter {
 
   /** Makes sure a flush runs at the end of this turn, even with nothing queued yet. */
   schedule(): void {
-    if (this.scheduled || this.closed) return;
+    // Ops queued by a hook during a flush run in that flush.
+    if (this.scheduled || this.closed || this.flushing) return;
     this.scheduled = true;
     // setImmediate runs after the I/O callbacks of this turn, so every message that
     // arrived together joins the batch.
@@ -72,31 +74,43 @@ export class GroupCommitter {
 
   private flush(): void {
     this.scheduled = false;
-    for (const hook of this.hooks) hook();
-    const batch = this.pending;
-    if (batch.length === 0) return;
-    this.pending = [];
+    const batch: Pending[] = [];
     const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: Error }> = [];
+    const runPending = () => {
+      const ops = this.pending;
+      this.pending = [];
+      batch.push(...ops); // all of them, so a failed commit rejects every caller
+      for (const p of ops) {
+        try {
+          outcomes.push({ ok: true, value: p.savepoint ? this.store.transaction(p.op) : p.op() });
+        } catch (err) {
+          // SQLITE_FULL (and IOERR, NOMEM) roll back the whole transaction, not just the op's
+          // savepoint. The batch is lost: stop here, or the ops after this one would each run
+          // in autocommit and be stored while their callers are told the commit failed.
+          if (!this.store.db.inTransaction) throw err;
+          outcomes.push({ ok: false, error: coerceError(err) });
+        }
+      }
+    };
+    this.flushing = true;
     try {
       this.store.transaction(() => {
-        for (const p of batch) {
-          try {
-            outcomes.push({ ok: true, value: p.savepoint ? this.store.transaction(p.op) : p.op() });
-          } catch (err) {
-            // SQLITE_FULL (and IOERR, NOMEM) roll back the whole transaction, not just the op's
-            // savepoint. The batch is lost: stop here, or the ops after this one would each run
-            // in autocommit and be stored while their callers are told the commit failed.
-            if (!this.store.db.inTransaction) throw err;
-            outcomes.push({ ok: false, error: coerceError(err) });
-          }
-        }
+        // First the writes that arrived, then the hooks (the dispatcher's claims), whose ops
+        // see those writes and join the same commit: a submission reaches a waiting worker,
+        // and a result's freed slot gets its next task, one commit later instead of two.
+        runPending();
+        for (const hook of this.hooks) hook();
+        runPending();
       });
     } catch (err) {
       // The commit itself failed (e.g. disk full): nothing in the batch is durable.
       const error = coerceError(err);
-      for (const p of batch) p.reject(error);
+      for (const p of [...batch, ...this.pending.splice(0)]) p.reject(error);
       return;
+    } finally {
+      this.flushing = false;
     }
+    if (batch.length === 0) return;
     this.stats.transactions++;
     this.stats.operations += batch.length;
     batch.forEach((p, i) => {
@@ -105,4 +119,5 @@ export class GroupCommitter {
       else p.reject(o.error);
     });
   }
+
 }

@@ -45,8 +45,10 @@ const jobRoutes: FastifyPluginAsync = async (app) => {
   }, async (request, reply) => {
     const body = (request.body ?? {}) as Type.Static<typeof CreateJobBody>;
     const tasks = (body.tasks ?? []).map((t, i) => resolveTaskSpec(t, body.defaults, `tasks.${i}`));
-    const { job } = await committer.run(() => store.createJob({ name: body.name, defaults: body.defaults, open: body.open, tasks }));
+    const created = committer.run(() => store.createJob({ name: body.name, defaults: body.defaults, open: body.open, tasks }));
+    // Kick before the commit: waiting workers then claim in the same transaction (committer.ts).
     if (tasks.length) gateway.kick();
+    const { job } = await created;
     request.log.info({ jobId: job.id, tasks: job.counts.total, sealed: job.sealed }, 'job created');
     return reply.status(201).send(job);
   });
@@ -68,10 +70,11 @@ const jobRoutes: FastifyPluginAsync = async (app) => {
     const jobSeq = jobSeqOf((request.params as { id: string }).id);
     const defaults = store.getJobDefaults(jobSeq);
     if (store.getJob(jobSeq)?.sealed) throw new PullmanError('JOB_SEALED', `job ${(request.params as { id: string }).id} is sealed; create a new job or submit to an open one`);
-    const result = request.headers['content-type']?.startsWith(NDJSON_CONTENT_TYPE)
-      ? await submitNdjson(request, jobSeq, defaults)
-      : await committer.run(() => store.submitTasks(jobSeq, checkAddTasksJson.parse(request.body).tasks.map((t, i) => resolveTaskSpec(t, defaults, `tasks.${i}`))));
-    if (result.accepted) gateway.kick();
+    if (request.headers['content-type']?.startsWith(NDJSON_CONTENT_TYPE)) return submitNdjson(request, jobSeq, defaults);
+    const specs = checkAddTasksJson.parse(request.body).tasks.map((t, i) => resolveTaskSpec(t, defaults, `tasks.${i}`));
+    const submitted = committer.run(() => store.submitTasks(jobSeq, specs));
+    gateway.kick();
+    const result = await submitted;
     return result;
   });
 
@@ -88,7 +91,10 @@ const jobRoutes: FastifyPluginAsync = async (app) => {
     const flush = async () => {
       const specs = batch;
       batch = [];
-      const r = await committer.run(() => store.submitTasks(jobSeq, specs));
+      const submitted = committer.run(() => store.submitTasks(jobSeq, specs));
+      // Workers start on the first batches while the rest of the upload streams in.
+      gateway.kick();
+      const r = await submitted;
       accepted += r.accepted;
       duplicates += r.duplicates;
     };
