@@ -87,9 +87,10 @@ export interface ManagerHandle extends Proc {
   api: Api;
 }
 
-export async function startManager(opts: { dataDir?: string; port?: number; leaseTtl?: string; heartbeat?: string } = {}): Promise<ManagerHandle> {
+/** `managerJs` runs another build of the manager (the release tarball's bundle) instead of apps/manager/dist. */
+export async function startManager(opts: { dataDir?: string; port?: number; leaseTtl?: string; heartbeat?: string; managerJs?: string } = {}): Promise<ManagerHandle> {
   const dataDir = opts.dataDir ?? tempDir('mgr');
-  const args = [MANAGER_JS, '--port', String(opts.port ?? 0), '--data-dir', dataDir, '--lease-ttl', opts.leaseTtl ?? '30s', '--heartbeat-interval', opts.heartbeat ?? '5s'];
+  const args = [opts.managerJs ?? MANAGER_JS, '--port', String(opts.port ?? 0), '--data-dir', dataDir, '--lease-ttl', opts.leaseTtl ?? '30s', '--heartbeat-interval', opts.heartbeat ?? '5s'];
   let resolveUrl!: (u: string) => void;
   const urlSeen = new Promise<string>((r) => (resolveUrl = r));
   const p = track(spawn(process.execPath, args, { env: { PATH: process.env.PATH, PULLMAN_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] }), (line) => {

@@ -44,6 +44,8 @@ export interface AppOptions {
   version?: string;
   /** Wall clock for session liveness and worker state; tests pass the store's fake clock. */
   now?: () => number;
+  /** The worker bundle served at GET /v1/worker/bundle; unset answers 404 there. */
+  workerBundle?: string;
   /** Limits on failed authentication per client address (plugins/auth.ts). */
   authLimit?: AuthLimitOptions;
 }
@@ -57,6 +59,8 @@ export interface PullmanServices {
   metrics: ManagerMetrics;
   auth: TokenAuthority;
   version: string;
+  /** Path of the worker bundle file, or null when none is configured. */
+  workerBundle: string | null;
 }
 
 declare module 'fastify' {
@@ -103,7 +107,7 @@ const pullmanApp: FastifyPluginAsync<AppOptions> = async (app, o) => {
   const metrics = createMetrics(store);
   const gateway = new WorkerGateway({ store, committer, log: app.log, metrics, heartbeatIntervalMs: o.heartbeatIntervalMs, leaseTtlMs: o.leaseTtlMs, ...(o.now ? { now: o.now } : {}) });
   const reaper = new Reaper({ store, committer, gateway, metrics, log: app.log, leaseTtlMs: o.leaseTtlMs, ...(o.now ? { now: o.now } : {}) });
-  app.decorate('pullman', { store, committer, gateway, reaper, metrics, auth: new TokenAuthority(o.tokens), version: o.version ?? '0.0.0' });
+  app.decorate('pullman', { store, committer, gateway, reaper, metrics, auth: new TokenAuthority(o.tokens), version: o.version ?? '0.0.0', workerBundle: o.workerBundle ?? null });
 
   // Request durations by route pattern (`/v1/jobs/:id`), never the raw URL: ids would explode
   // the label set. Hijacked streams (the live feed, worker sockets) never reach onResponse.

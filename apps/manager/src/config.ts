@@ -4,7 +4,8 @@
  */
 import { Command, Option } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { PullmanError, parseDuration } from '@pullman/protocol';
 import type { SyncMode } from '@pullman/store';
 
@@ -23,6 +24,8 @@ export interface ManagerConfig {
   /** PULLMAN_DB_MAX_PAGES (testing): cap the database at this many 4 KiB pages; null = no cap. */
   dbMaxPages: number | null;
   logLevel: LogLevel;
+  /** The single-file worker bundle served at GET /v1/worker/bundle (need not exist). */
+  workerBundle: string;
   /** Token sources; resolved (and generated if missing) by loadTokens at start. */
   adminToken: TokenSource;
   workerToken: TokenSource;
@@ -54,6 +57,7 @@ export function managerProgram(): Command {
     .addOption(option('--tls-key <file>', 'PULLMAN_TLS_KEY', 'TLS private key (PEM)'))
     .addOption(option('--db-sync <mode>', 'PULLMAN_DB_SYNC', 'normal (crash-safe) or full (power-loss safe)', 'normal'))
     .addOption(option('--log-level <level>', 'PULLMAN_LOG_LEVEL', `one of ${LOG_LEVELS.join(', ')}`, 'info'))
+    .addOption(option('--worker-bundle <file>', 'PULLMAN_WORKER_BUNDLE', 'worker bundle served at GET /v1/worker/bundle (default: pullman-worker.cjs next to the manager)'))
     .exitOverride()
     .configureOutput({ writeErr: () => {} });
 }
@@ -134,9 +138,21 @@ export function loadManagerConfig(argv: readonly string[], env: NodeJS.ProcessEn
     dbSync,
     dbMaxPages,
     logLevel,
+    workerBundle: o.workerBundle ? resolve(o.workerBundle) : defaultWorkerBundle(),
     adminToken: tokenSource(env, 'ADMIN', join(dataDir, 'admin.token')),
     workerToken: tokenSource(env, 'WORKER', join(dataDir, 'worker.token')),
   };
+}
+
+/**
+ * Where the worker bundle is when --worker-bundle is not given, relative to this module:
+ * next to it in a release (`pullman-manager.mjs` and `pullman-worker.cjs` side by side), or
+ * the worker's build output in the repository (`apps/manager/dist` -> `apps/worker/dist`).
+ * The first that exists wins; if none does, the route answers 404 until one is built.
+ */
+export function defaultWorkerBundle(from: string = dirname(fileURLToPath(import.meta.url))): string {
+  const candidates = [join(from, 'pullman-worker.cjs'), resolve(from, '../../worker/dist/pullman-worker.cjs')];
+  return candidates.find((c) => existsSync(c)) ?? candidates[candidates.length - 1]!;
 }
 
 function tokenSource(env: NodeJS.ProcessEnv, role: 'ADMIN' | 'WORKER', generatedPath: string): TokenSource {

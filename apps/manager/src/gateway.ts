@@ -233,6 +233,7 @@ export class WorkerGateway {
           return this.o.store.requeueWorkerTasks(workerId, 'worker said bye while holding the task');
         });
         this.o.log.info({ workerId, requeued: lost }, 'worker said bye');
+        if (lost > 0) this.o.metrics.requeued('worker-gone', lost);
         if (lost > 0) this.kick();
         this.closeSession(s, CLOSE_CODES.normal, 'bye');
         return;

@@ -49,6 +49,7 @@ async function main(): Promise<void> {
     logger: log,
     https: config.tls,
     version: PULLMAN_VERSION,
+    workerBundle: config.workerBundle,
   });
 
   let stopping = false;

@@ -23,7 +23,7 @@ export interface TestManager {
   close(): Promise<void>;
 }
 
-export async function startManager(opts: { listen?: boolean; leaseTtlMs?: number; heartbeatIntervalMs?: number; realClock?: boolean } = {}): Promise<TestManager> {
+export async function startManager(opts: { listen?: boolean; leaseTtlMs?: number; heartbeatIntervalMs?: number; realClock?: boolean; workerBundle?: string } = {}): Promise<TestManager> {
   const dir = mkdtempSync(join(tmpdir(), 'pullman-mgr-'));
   let offset = 0;
   const clock = {
@@ -42,6 +42,7 @@ export async function startManager(opts: { listen?: boolean; leaseTtlMs?: number
     startReaper: false,
     logger: false,
     now: clock.now,
+    ...(opts.workerBundle ? { workerBundle: opts.workerBundle } : {}),
   });
   let url = '';
   if (opts.listen) url = await app.listen({ host: '127.0.0.1', port: 0 });

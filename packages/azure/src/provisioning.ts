@@ -141,11 +141,11 @@ function forbiddenMessage(r: VmResource, f: ComputeFacts, clientId: string | und
   const assign = r.kind === 'uniform'
     ? `  az vmss identity assign --resource-group ${r.resourceGroup} --name ${r.scaleSet}\n  principal=$(az vmss show --resource-group ${r.resourceGroup} --name ${r.scaleSet} --query identity.principalId -o tsv)`
     : `  az vm identity assign --resource-group ${r.resourceGroup} --name ${f.name}\n  principal=$(az vm show --resource-group ${r.resourceGroup} --name ${f.name} --query identity.principalId -o tsv)`;
-  const principal = clientId ? `principal=$(az identity list --query "[?clientId=='${clientId}'].principalId" -o tsv)` : assign.trim();
+  const principal = clientId ? `  principal=$(az identity list --query "[?clientId=='${clientId}'].principalId" -o tsv)` : assign;
   return [
     `ARM refused to read this VM (${(err as { statusCode?: number }).statusCode ?? 403}: ${err.message.split('\n')[0]}).`,
     `The worker reads its own provisioningState with ${identity}, which needs the Reader role on the VM or its resource group. Grant it with:`,
-    clientId ? `  ${principal}` : principal.replace(/^ {2}/gm, '  '),
+    principal,
     `  az role assignment create --assignee-object-id "$principal" --assignee-principal-type ServicePrincipal --role Reader --scope ${rgScope}`,
     'Role assignments can take a few minutes to apply.',
   ].join('\n');

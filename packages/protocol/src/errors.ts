@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   TASK_NOT_FOUND: { status: 404, description: 'No task has this id.' },
   WORKER_NOT_FOUND: { status: 404, description: 'No worker has this id.' },
   ROUTE_NOT_FOUND: { status: 404, description: 'No route matches this method and path.' },
+  WORKER_BUNDLE_NOT_FOUND: { status: 404, description: 'The manager has no worker bundle file to serve (see --worker-bundle).' },
   JOB_SEALED: { status: 409, description: 'Tasks cannot be added to a sealed job.' },
   CONFLICT: { status: 409, description: 'The request conflicts with the current state of the resource.' },
   PAYLOAD_TOO_LARGE: { status: 413, description: 'The body, an NDJSON line or a message exceeds its size limit.' },
