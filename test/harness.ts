@@ -18,6 +18,9 @@ export const WORKER_JS = join(root, 'apps/worker/dist/main.js');
 export const FIXTURES = join(root, 'test/fixtures');
 
 const procs = new Set<ChildProcess>();
+/** Everything any process started here ever wrote, kept after it exits (for token scans). */
+const transcripts: string[] = [];
+
 /** Kills every process the harness started (call in afterEach). */
 export async function killAll(): Promise<void> {
   const waits: Promise<unknown>[] = [];
@@ -31,28 +34,44 @@ export async function killAll(): Promise<void> {
   await Promise.all(waits);
 }
 
+/** All output of all processes started so far in this test file. */
+export const allOutput = (): string => transcripts.join('\n');
+
 export const tempDir = (prefix: string): string => mkdtempSync(join(tmpdir(), `pullman-e2e-${prefix}-`));
 
-interface Proc {
+export interface Proc {
   proc: ChildProcess;
   /** Parsed JSON log lines so far. */
   logs: Array<Record<string, unknown>>;
+  /** What the process wrote on stderr. */
   stderr(): string;
+  /** Everything it wrote, stdout and stderr. */
+  output(): string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Resolves when a log line matching `pred` has appeared (already or later). */
-  waitForLog(pred: (line: Record<string, unknown>) => boolean, what?: string): Promise<Record<string, unknown>>;
+  waitForLog(pred: (line: Record<string, unknown>) => boolean, what?: string, timeoutMs?: number): Promise<Record<string, unknown>>;
 }
 
 function track(proc: ChildProcess, onLine?: (line: string) => void): Proc {
   procs.add(proc);
+  const index = transcripts.push('') - 1;
   const logs: Array<Record<string, unknown>> = [];
   const waiters: Array<{ pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];
   let err = '';
-  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+    transcripts[index] += d.toString();
+  });
   createInterface({ input: proc.stdout! }).on('line', (line) => {
+    transcripts[index] += `${line}\n`;
     onLine?.(line);
     if (!line.startsWith('{')) return;
-    const parsed = JSON.parse(line) as Record<string, unknown>;
+    let parsed: Record<string, unknown>;
+    try {
+      parsed = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return;
+    }
     logs.push(parsed);
     for (const w of [...waiters]) {
       if (w.pred(parsed)) {
@@ -66,53 +85,97 @@ function track(proc: ChildProcess, onLine?: (line: string) => void): Proc {
     proc,
     logs,
     stderr: () => err,
+    output: () => transcripts[index]!,
     exited,
-    waitForLog(pred, what = 'log line') {
+    waitForLog(pred, what = 'log line', timeoutMs) {
       const found = logs.find(pred);
       if (found) return Promise.resolve(found);
       return new Promise((resolve, reject) => {
-        waiters.push({ pred, resolve });
-        void exited.then(({ code, signal }) => reject(new Error(`process exited (${code ?? signal}) before ${what}: ${err}`)));
+        const timer = timeoutMs === undefined ? null : setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
+        waiters.push({ pred, resolve: (l) => (timer && clearTimeout(timer), resolve(l)) });
+        void exited.then(({ code, signal }) => {
+          if (timer) clearTimeout(timer);
+          reject(new Error(`process exited (${code ?? signal}) before ${what}: ${transcripts[index]!.slice(-2000)}`));
+        });
       });
     },
   };
+}
+
+export interface ManagerOpts {
+  dataDir?: string;
+  port?: number;
+  leaseTtl?: string;
+  heartbeat?: string;
+  /** Another build of the manager (the release tarball's bundle) instead of apps/manager/dist. */
+  managerJs?: string;
+  args?: string[];
+  env?: Record<string, string>;
 }
 
 export interface ManagerHandle extends Proc {
   url: string;
   port: number;
   dataDir: string;
+  dbPath: string;
   adminToken: string;
   workerToken: string;
   api: Api;
+  opts: ManagerOpts;
 }
 
-/** `managerJs` runs another build of the manager (the release tarball's bundle) instead of apps/manager/dist. */
-export async function startManager(opts: { dataDir?: string; port?: number; leaseTtl?: string; heartbeat?: string; managerJs?: string } = {}): Promise<ManagerHandle> {
+export async function startManager(opts: ManagerOpts = {}): Promise<ManagerHandle> {
   const dataDir = opts.dataDir ?? tempDir('mgr');
-  const args = [opts.managerJs ?? MANAGER_JS, '--port', String(opts.port ?? 0), '--data-dir', dataDir, '--lease-ttl', opts.leaseTtl ?? '30s', '--heartbeat-interval', opts.heartbeat ?? '5s'];
+  const args = [opts.managerJs ?? MANAGER_JS, '--port', String(opts.port ?? 0), '--data-dir', dataDir, '--lease-ttl', opts.leaseTtl ?? '30s', '--heartbeat-interval', opts.heartbeat ?? '5s', ...(opts.args ?? [])];
   let resolveUrl!: (u: string) => void;
   const urlSeen = new Promise<string>((r) => (resolveUrl = r));
-  const p = track(spawn(process.execPath, args, { env: { PATH: process.env.PATH, PULLMAN_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] }), (line) => {
-    const m = /^listening on (http\S+)$/.exec(line);
+  const p = track(spawn(process.execPath, args, { env: { PATH: process.env.PATH, PULLMAN_LOG_LEVEL: 'info', ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] }), (line) => {
+    const m = /^listening on (https?:\S+)$/.exec(line);
     if (m) resolveUrl(m[1]!);
   });
-  const url = await Promise.race([urlSeen, p.exited.then(({ code }) => Promise.reject(new Error(`manager exited ${code}: ${p.stderr()}`)))]);
+  const url = await Promise.race([urlSeen, p.exited.then(({ code }) => Promise.reject(new Error(`manager exited ${code}: ${p.output().slice(-2000)}`)))]);
   const adminToken = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
   const workerToken = readFileSync(join(dataDir, 'worker.token'), 'utf8').trim();
-  return { ...p, url, port: Number(new URL(url).port), dataDir, adminToken, workerToken, api: new Api(url, adminToken) };
+  return { ...p, url, port: Number(new URL(url).port), dataDir, dbPath: join(dataDir, 'pullman.db'), adminToken, workerToken, api: new Api(url, adminToken), opts };
+}
+
+/** kill -9, then start again on the same data dir and port (retrying while the port is busy). */
+export async function restartManager(m: ManagerHandle, overrides: Partial<ManagerOpts> = {}): Promise<ManagerHandle> {
+  if (m.proc.exitCode === null && m.proc.signalCode === null) {
+    m.proc.kill('SIGKILL');
+    await m.exited;
+  }
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await startManager({ ...m.opts, ...overrides, dataDir: m.dataDir, port: m.port });
+    } catch (err) {
+      if (attempt >= 20 || !/EADDRINUSE|cannot listen/.test((err as Error).message)) throw err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+export interface WorkerOpts {
+  name: string;
+  slots?: number;
+  labels?: string[];
+  workDir?: string;
+  /** Connect here instead of the manager's URL (e.g. through a fault-injecting proxy). */
+  url?: string;
+  env?: Record<string, string>;
 }
 
 export interface WorkerHandle extends Proc {
   name: string;
   workDir: string;
+  opts: WorkerOpts;
 }
 
-export function startWorker(m: { url: string; workerToken: string }, opts: { name: string; slots?: number; labels?: string[]; workDir?: string; env?: Record<string, string> }): WorkerHandle {
+export function startWorker(m: { url: string; workerToken: string }, opts: WorkerOpts): WorkerHandle {
   const workDir = opts.workDir ?? tempDir(`wrk-${opts.name}`);
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
-    PULLMAN_MANAGER_URL: m.url,
+    PULLMAN_MANAGER_URL: opts.url ?? m.url,
     PULLMAN_WORKER_TOKEN: m.workerToken,
     PULLMAN_NAME: opts.name,
     PULLMAN_SLOTS: String(opts.slots ?? 2),
@@ -123,7 +186,7 @@ export function startWorker(m: { url: string; workerToken: string }, opts: { nam
     ...opts.env,
   };
   const p = track(spawn(process.execPath, [WORKER_JS, 'run'], { env, stdio: ['ignore', 'pipe', 'pipe'] }));
-  return { ...p, name: opts.name, workDir };
+  return { ...p, name: opts.name, workDir, opts: { ...opts, workDir } };
 }
 
 /** Runs the worker expecting it to exit at once (bad configuration). */
