@@ -39,6 +39,8 @@ export interface WorkerConfig {
   drainTimeoutMs: number;
   killGraceMs: number;
   keepFailedScratch: boolean;
+  /** Full logs and kept scratch dirs older than this are removed (0 keeps them forever). */
+  logRetentionMs: number;
   logLevel: (typeof LOG_LEVELS)[number];
 }
 
@@ -181,6 +183,7 @@ function buildConfig(command: ParsedCommand['command'], o: Record<string, string
     azureClientId: clientId,
     drainTimeoutMs: duration('PULLMAN_DRAIN_TIMEOUT', '10m'),
     killGraceMs: duration('PULLMAN_KILL_GRACE', '10s'),
+    logRetentionMs: duration('PULLMAN_LOG_RETENTION', '168h'),
     keepFailedScratch: keep === 'true',
     logLevel,
   };

@@ -26,6 +26,7 @@ import {
 } from '@pullman/protocol';
 import type { WorkerConfig } from './config.js';
 import { startExecution, type Execution } from './executor.js';
+import { startJanitor } from './janitor.js';
 import { Outbox } from './outbox.js';
 
 export type DaemonState = 'starting' | 'waiting-ready' | 'connecting' | 'running' | 'draining' | 'stopped';
@@ -99,6 +100,7 @@ export class WorkerDaemon {
   private finished!: (code: number) => void;
   private readonly exit: Promise<number>;
   private drainStarted = false;
+  private stopJanitor: () => void = () => {};
   private drainDeadline = Number.POSITIVE_INFINITY;
   private readonly beforeExit: Array<() => Promise<void>> = [];
   /** Said bye: a closing socket is expected, not a reason to reconnect. */
@@ -122,6 +124,8 @@ export class WorkerDaemon {
     await this.outbox.open();
     this.workerId = await readFile(this.idFile, 'utf8').then((s) => s.trim() || null, () => null);
     this.orphanedLeases = await this.reapOrphans();
+    // Entries of running attempts are named <taskId>.<attempt>[...]: never swept while in use.
+    this.stopJanitor = startJanitor(this.config.workDir, this.config.logRetentionMs, this.log, () => this.activeEntries());
     this.setState('connecting');
     this.connect();
     return this.exit;
@@ -417,6 +421,7 @@ export class WorkerDaemon {
   private stop(code: number): void {
     if (this.state === 'stopped') return;
     this.setState('stopped');
+    this.stopJanitor();
     this.stopHeartbeats();
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.resendTimer) clearTimeout(this.resendTimer);
@@ -474,6 +479,16 @@ export class WorkerDaemon {
   private send(msg: WorkerMessage): void {
     const ws = this.ws;
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+  }
+
+  /** Names in logs/ and scratch/ that belong to attempts running now. */
+  private activeEntries(): Set<string> {
+    const names = new Set<string>();
+    for (const r of this.running.values()) {
+      const base = `${r.task.taskId}.${r.task.attempt}`;
+      names.add(base).add(`${base}.stdout.log`).add(`${base}.stderr.log`);
+    }
+    return names;
   }
 
   private get idFile(): string {
