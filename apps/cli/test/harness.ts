@@ -1,71 +1,33 @@
 /**
- * CLI test harness: the built `pullman-manager` and `pullman-worker` as real processes on
- * loopback, and the built `pullman` binary run to its exit. Mirrors test/harness.ts (kept
- * separate so the two suites can change independently). Waits poll state; nothing sleeps.
+ * CLI test harness: the e2e harness (test/harness.ts) starts the real manager and worker
+ * processes; this adds the built `pullman` binary run to its exit. Waits poll state; nothing
+ * sleeps.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { killAll as killHarness, startWorker as startHarnessWorker, tempDir, type ManagerHandle } from '../../../test/harness.js';
+
+export { startManager, tempDir, until } from '../../../test/harness.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 export const ROOT = root;
-export const MANAGER_JS = join(root, 'apps/manager/dist/server.js');
-export const WORKER_JS = join(root, 'apps/worker/dist/main.js');
 export const CLI_JS = join(root, 'apps/cli/dist/main.js');
 export const DEMO_JS = join(root, 'apps/cli/dist/demo.js');
 
-const procs = new Set<ChildProcess>();
+/** CLI runs still in flight (the managers and workers are the harness's). */
+const cliRuns = new Set<ChildProcess>();
 
-/** Kills every process the harness started (afterEach). */
+/** Kills every process the tests started (afterEach). */
 export async function killAll(): Promise<void> {
-  const waits: Promise<unknown>[] = [];
-  for (const p of procs) {
-    if (p.exitCode === null && p.signalCode === null) {
-      waits.push(once(p, 'exit'));
-      p.kill('SIGKILL');
-    }
-  }
-  procs.clear();
-  await Promise.all(waits);
+  for (const p of cliRuns) p.kill('SIGKILL');
+  cliRuns.clear();
+  await killHarness();
 }
 
-export const tempDir = (prefix: string): string => mkdtempSync(join(tmpdir(), `pullman-cli-${prefix}-`));
-
-export interface Manager {
-  url: string;
-  dataDir: string;
-  adminToken: string;
-  workerToken: string;
-}
-
-export async function startManager(): Promise<Manager> {
-  const dataDir = tempDir('mgr');
-  const proc = spawn(process.execPath, [MANAGER_JS, '--port', '0', '--data-dir', dataDir], {
-    env: { PATH: process.env.PATH, PULLMAN_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  procs.add(proc);
-  let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const url = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: proc.stdout! }).on('line', (line) => {
-      const m = /^listening on (http\S+)$/.exec(line);
-      if (m) resolve(m[1]!);
-    });
-    proc.once('exit', (code) => reject(new Error(`manager exited ${code}: ${stderr}`)));
-  });
-  return {
-    url,
-    dataDir,
-    adminToken: readFileSync(join(dataDir, 'admin.token'), 'utf8').trim(),
-    workerToken: readFileSync(join(dataDir, 'worker.token'), 'utf8').trim(),
-  };
-}
+export type Manager = ManagerHandle;
 
 export interface WorkerProc {
   proc: ChildProcess;
@@ -73,21 +35,8 @@ export interface WorkerProc {
 }
 
 export function startWorker(m: Manager, name: string, slots = 2): WorkerProc {
-  const proc = spawn(process.execPath, [WORKER_JS, 'run'], {
-    env: {
-      PATH: process.env.PATH,
-      PULLMAN_MANAGER_URL: m.url,
-      PULLMAN_WORKER_TOKEN_FILE: join(m.dataDir, 'worker.token'),
-      PULLMAN_NAME: name,
-      PULLMAN_SLOTS: String(slots),
-      PULLMAN_WORK_DIR: tempDir(`wrk-${name}`),
-      PULLMAN_READY: 'none',
-      PULLMAN_LOG_LEVEL: 'warn',
-    },
-    stdio: ['ignore', 'ignore', 'ignore'],
-  });
-  procs.add(proc);
-  return { proc, exited: once(proc, 'exit').then(([code]) => code as number | null) };
+  const w = startHarnessWorker(m, { name, slots });
+  return { proc: w.proc, exited: w.exited.then(({ code }) => code) };
 }
 
 export interface CliResult {
@@ -106,35 +55,19 @@ export async function pullman(args: string[], opts: { env?: Record<string, strin
     cwd: opts.cwd ?? tempDir('cwd'),
     stdio: ['pipe', 'pipe', 'pipe'],
   });
-  procs.add(proc);
+  cliRuns.add(proc);
   let stdout = '';
   let stderr = '';
   proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   proc.stdin!.end(opts.input ?? '');
   const [code] = (await once(proc, 'close')) as [number | null];
-  procs.delete(proc);
+  cliRuns.delete(proc);
   return { code, stdout, stderr };
 }
 
 /** PULLMAN_URL and PULLMAN_TOKEN for a manager. */
 export const envFor = (m: Manager): Record<string, string> => ({ PULLMAN_URL: m.url, PULLMAN_TOKEN: m.adminToken });
-
-/** Polls `check` until it returns a value (not undefined); fails after `timeoutMs`. */
-export async function until<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** A loopback port with nothing listening on it. */
 export function freePort(): Promise<number> {
