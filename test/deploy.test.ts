@@ -21,6 +21,8 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AUTHORIZATION_FAILED, FakeAzure, UNIFORM_VM } from './fakes/fake-azure.js';
 import { finished, killAll, startManager, tempDir, until } from './harness.js';
+// write_files paths that are copies of files under deploy/: the same table the sync script uses.
+import { EMBEDDED } from '../deploy/cloud-init/sync.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const deploy = join(root, 'deploy');
@@ -53,15 +55,6 @@ function loadYaml(file: string): Record<string, any> {
 const CLOUD_CONFIGS = filesUnder(join(deploy, 'cloud-init'), (f) => /\.ya?ml$/.test(f));
 /** Top-level keys our cloud-configs may use. cloud-init ignores unknown keys silently. */
 const ALLOWED_CLOUD_CONFIG_KEYS = ['users', 'write_files', 'runcmd', 'package_update', 'packages', 'bootcmd', 'final_message'];
-/** write_files paths that are copies of files under deploy/ (deploy/cloud-init/sync.mjs). */
-const EMBEDDED: Record<string, string> = {
-  '/usr/local/lib/pullman/install-node.sh': 'scripts/install-node.sh',
-  '/usr/local/lib/pullman/fetch-worker.sh': 'scripts/fetch-worker.sh',
-  '/usr/local/lib/pullman/setup-worker.sh': 'scripts/setup-worker.sh',
-  '/usr/local/lib/pullman/setup-worker-per-boot.sh': 'scripts/setup-worker-per-boot.sh',
-  '/var/lib/cloud/scripts/per-boot/pullman-worker.sh': 'scripts/pullman-worker-per-boot.sh',
-  '/etc/systemd/system/pullman-worker.service': 'systemd/pullman-worker.service',
-};
 
 /** `[Section] Key=value` lines of a unit (last value wins, as in systemd for most keys). */
 function unitSettings(text: string): Record<string, string[]> {

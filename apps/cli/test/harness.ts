@@ -5,12 +5,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { killAll as killHarness, startWorker as startHarnessWorker, tempDir, type ManagerHandle } from '../../../test/harness.js';
 
-export { startManager, tempDir, until } from '../../../test/harness.js';
+export { freePort, startManager, tempDir, until } from '../../../test/harness.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 export const ROOT = root;
@@ -68,15 +67,3 @@ export async function pullman(args: string[], opts: { env?: Record<string, strin
 
 /** PULLMAN_URL and PULLMAN_TOKEN for a manager. */
 export const envFor = (m: Manager): Record<string, string> => ({ PULLMAN_URL: m.url, PULLMAN_TOKEN: m.adminToken });
-
-/** A loopback port with nothing listening on it. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}

@@ -52,7 +52,7 @@ export class GroupCommitter {
    * the same transaction. The dispatcher claims here, so the results, pulls and submissions of
    * a turn and the claims they make possible share one commit instead of two.
    */
-  beforeFlush(hook: () => void): void {
+  afterWrites(hook: () => void): void {
     this.hooks.push(hook);
   }
 

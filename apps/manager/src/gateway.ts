@@ -76,7 +76,7 @@ export class WorkerGateway {
 
   constructor(private readonly o: GatewayOptions) {
     this.now = o.now ?? Date.now;
-    o.committer.beforeFlush(() => {
+    o.committer.afterWrites(() => {
       if (!this.dispatchScheduled) return;
       this.dispatchScheduled = false;
       this.dispatch();

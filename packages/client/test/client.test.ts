@@ -4,7 +4,6 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createReadStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -13,6 +12,7 @@ import { buildApp } from '@pullman/manager';
 import { TaskStore } from '@pullman/store';
 import type { TaskSpec } from '@pullman/protocol';
 import { PullmanApiError, PullmanClient, PullmanConnectionError } from '../src/index.js';
+import { freePort } from '../../../test/harness.js';
 
 const ADMIN = 'client-test-admin-token-0123456789';
 const WORKER = 'client-test-worker-token-0123456789';
@@ -213,14 +213,3 @@ describe('PullmanClient', () => {
   });
 });
 
-/** A loopback port with nothing listening on it. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
