@@ -90,6 +90,13 @@ export interface LeaseRef {
   leaseId: string;
 }
 
+/** One worker's report on one lease, as settleReports takes them. */
+export interface ReportItem {
+  workerId: string;
+  lease: LeaseRef;
+  report: ExecutionReport;
+}
+
 /** A running task whose worker must be told to stop it. */
 export interface LeaseToCancel {
   workerId: string;
@@ -407,9 +414,9 @@ export class TaskStore {
    */
   claimBatch(requests: ReadonlyArray<ClaimRequest>): ClaimedTask[][] {
     const now = this.clock.now();
-    const expires = now + this.leaseTtlMs;
     const out: ClaimedTask[][] = requests.map(() => []);
-    const perJob = new Map<number, number>();
+    const owner = new Map<number, number>(); // task id -> index of the request it was dealt to
+    const leases: Array<[taskSeq: number, workerId: string, sessionId: string]> = [];
     const groups = new Map<string, number[]>();
     requests.forEach((r, i) => {
       if (r.freeSlots < 1) return;
@@ -420,12 +427,12 @@ export class TaskStore {
       const free = members.map((i) => requests[i]!.freeSlots);
       const room = members.map((i) => requests[i]!.maxTasks ?? 256);
       const wanted = members.reduce((n, i, k) => n + Math.min(free[k]!, room[k]!), 0);
-      const candidates = this.s.claimCandidates.all({ freeSlots: Math.max(...free), labels, limit: wanted + CLAIM_LOOKAHEAD }) as Array<{ id: number; slots: number }>;
-      // Deal first, then lease each member's share with one UPDATE and one INSERT: two
-      // statements per worker instead of two per task.
-      const shares: number[][] = members.map(() => []);
+      // A task fit for several label sets is a candidate in each group: look past the ones
+      // an earlier group was dealt, which are still queued until the lease statement runs.
+      const candidates = this.s.claimCandidates.all({ freeSlots: Math.max(...free), labels, limit: wanted + CLAIM_LOOKAHEAD + leases.length }) as Array<{ id: number; slots: number }>;
       let next = 0;
       for (const c of candidates) {
+        if (owner.has(c.id)) continue;
         // The next member (round-robin) with room for this task, if any.
         let k = -1;
         for (let step = 0; step < members.length; step++) {
@@ -439,24 +446,27 @@ export class TaskStore {
         free[k]! -= c.slots;
         room[k]! -= 1;
         next = (k + 1) % members.length;
-        shares[k]!.push(c.id);
+        const { session } = requests[members[k]!]!;
+        owner.set(c.id, members[k]!);
+        leases.push([c.id, session.workerId, session.sessionId]);
         if (free.every((f, m) => f === 0 || room[m] === 0)) break;
       }
-      members.forEach((i, k) => {
-        const ids = shares[k]!;
-        if (ids.length === 0) return;
-        const { session } = requests[i]!;
-        const idsJson = JSON.stringify(ids);
-        const rows = this.s.leaseTasks.all(expires, session.workerId, session.sessionId, now, idsJson) as Array<{
-          id: number; job_id: number; key: string | null; attempts: number; spec: string; slots: number; lease_id: string; queued_at: number;
-        }>;
-        this.s.insertAttempts.run(session.workerId, now, idsJson);
-        rows.sort((a, b) => ids.indexOf(a.id) - ids.indexOf(b.id));
-        for (const row of rows) {
-          perJob.set(row.job_id, (perJob.get(row.job_id) ?? 0) + 1);
-          out[i]!.push({ taskId: formatTaskId(row.id), jobId: formatJobId(row.job_id), key: row.key, attempt: row.attempts, leaseId: row.lease_id, slots: row.slots, specJson: row.spec, queuedAt: row.queued_at });
-        }
-      });
+    }
+    if (leases.length === 0) return out;
+    // One UPDATE leases the whole round and one INSERT opens its attempts, however many
+    // workers share it. Why: two statements per worker were two per task at 64 x 1 (one task
+    // per worker per round), the largest single cost in the profiles (docs/benchmarks.md).
+    const rows = this.s.leaseTasks.all({ expires: now + this.leaseTtlMs, now, leases: JSON.stringify(leases) }) as Array<{
+      id: number; job_id: number; key: string | null; attempts: number; spec: string; slots: number; lease_id: string; queued_at: number; worker_id: string;
+    }>;
+    this.s.insertAttempts.run({ now, opened: JSON.stringify(rows.map((r) => [r.id, r.attempts, r.worker_id])) });
+    // RETURNING has no defined order: restore the dealing order (queue order) of each share.
+    const rank = new Map(leases.map(([id], i) => [id, i]));
+    rows.sort((x, y) => rank.get(x.id)! - rank.get(y.id)!);
+    const perJob = new Map<number, number>();
+    for (const row of rows) {
+      perJob.set(row.job_id, (perJob.get(row.job_id) ?? 0) + 1);
+      out[owner.get(row.id)!]!.push({ taskId: formatTaskId(row.id), jobId: formatJobId(row.job_id), key: row.key, attempt: row.attempts, leaseId: row.lease_id, slots: row.slots, specJson: row.spec, queuedAt: row.queued_at });
     }
     for (const [jobSeq, n] of perJob) this.applyCounts(jobSeq, { queued: -n, running: n });
     return out;
@@ -475,8 +485,60 @@ export class TaskStore {
    * nothing) when `leaseId` is not the task's current lease or the task is not this worker's.
    */
   reportExecution(workerId: string, lease: LeaseRef, report: ExecutionReport): ReportOutcome {
-    const succeeded = report.exitCode === 0 && !report.timedOut && !report.cancelled && report.error === null;
-    return succeeded ? this.completeTask(workerId, lease, report) : this.failTask(workerId, lease, report);
+    return isSuccess(report) ? this.completeTask(workerId, lease, report) : this.failTask(workerId, lease, report);
+  }
+
+  /**
+   * Settles many reports at once (the worker channel's results of one group commit), with the
+   * same outcome, report by report, as calling reportExecution for each in order.
+   *
+   * Why: per report, completion took five statements (the fenced update, the attempt, the
+   * worker's and the job's counters, the finished-job check): the largest cost at 8 x 16 in the
+   * profiles. Here successes are fenced and written by one statement, their attempts closed by
+   * one more, and counters and finished-job checks run once per worker and per job.
+   * Failures, and reports that name a task twice in one batch, take the one-by-one path
+   * after the batch: they are rare, and the order between two reports on one task matters.
+   */
+  settleReports(items: readonly ReportItem[]): ReportOutcome[] {
+    const out: ReportOutcome[] = new Array<ReportOutcome>(items.length);
+    const seen = new Map<number, number>();
+    for (const it of items) seen.set(it.lease.taskSeq, (seen.get(it.lease.taskSeq) ?? 0) + 1);
+    const batch: number[] = [];
+    const oneByOne: number[] = [];
+    items.forEach((it, i) => (isSuccess(it.report) && seen.get(it.lease.taskSeq) === 1 ? batch : oneByOne).push(i));
+    if (batch.length > 0) {
+      const now = this.clock.now();
+      // The result object is embedded as JSON, not as a string of JSON: `value -> 3` yields its
+      // text, so nothing is escaped twice.
+      const reports = JSON.stringify(batch.map((i) => {
+        const it = items[i]!;
+        return [it.lease.taskSeq, it.lease.leaseId, it.workerId, toTaskResult(it.report, null)];
+      }));
+      const rows = this.s.completeLeasedBatch.all({ now, reports }) as Array<{ id: number; job_id: number; attempts: number; worker_id: string }>;
+      const done = new Map<number, { job_id: number }>();
+      const perJob = new Map<number, number>();
+      const perWorker = new Map<string, number>();
+      for (const r of rows) {
+        done.set(r.id, r);
+        perJob.set(r.job_id, (perJob.get(r.job_id) ?? 0) + 1);
+        perWorker.set(r.worker_id, (perWorker.get(r.worker_id) ?? 0) + 1);
+      }
+      if (rows.length > 0) this.s.endAttemptsSucceeded.run({ now, closed: JSON.stringify(rows.map((r) => [r.id, r.attempts])) });
+      for (const [workerId, n] of perWorker) this.s.addWorkerSucceeded.run(n, workerId);
+      for (const [jobSeq, n] of perJob) {
+        this.applyCounts(jobSeq, { running: -n, succeeded: n });
+        this.finishJobIfDone(jobSeq, now);
+      }
+      for (const i of batch) {
+        const row = done.get(items[i]!.lease.taskSeq);
+        out[i] = row ? { status: 'recorded', taskState: 'succeeded', jobId: formatJobId(row.job_id), requeued: false } : { status: 'stale' };
+      }
+    }
+    for (const i of oneByOne) {
+      const it = items[i]!;
+      out[i] = this.reportExecution(it.workerId, it.lease, it.report);
+    }
+    return out;
   }
 
   /** Marks a leased task succeeded. Returns `stale` if the lease is not current. */
@@ -690,7 +752,7 @@ export class TaskStore {
 /** Methods that run in a transaction of their own (a savepoint when nested). */
 const TRANSACTIONAL = [
   'createJob', 'submitTasks', 'sealJob', 'cancelJob', 'retryJob', 'cancelTask', 'claimTasks', 'claimBatch', 'extendLeases',
-  'completeTask', 'failTask', 'reportExecution', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'resumeLeases',
+  'completeTask', 'failTask', 'reportExecution', 'settleReports', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'resumeLeases',
   'registerWorker', 'setWorkerState', 'markAllWorkersOffline', 'extendAllLeasesForRestart',
 ] as const satisfies ReadonlyArray<keyof TaskStore>;
 
@@ -737,16 +799,18 @@ function prepare(db: Database.Database) {
               SELECT 1 FROM json_each(tasks.requires) r WHERE r.value NOT IN (SELECT value FROM json_each(@labels))))
       ORDER BY priority DESC, id
       LIMIT @limit`),
-    // Leases a batch of queued tasks for one session. The lease id is 128 random bits made by
-    // SQLite, so the batch needs no per-task round trip from JS.
+    // Leases a dispatch round; @leases is a JSON array of [task id, worker id, session id]. The
+    // lease id is 128 random bits made by SQLite, so the round needs no per-task call from JS.
     leaseTasks: p(`
-      UPDATE tasks SET state = 'running', lease_id = lower(hex(randomblob(16))), lease_expires_at = ?, worker_id = ?, session_id = ?,
-                       attempts = attempts + 1, started_at = ?
-      WHERE id IN (SELECT value FROM json_each(?)) AND state = 'queued'
-      RETURNING id, job_id, key, attempts, spec, slots, lease_id, coalesce(queued_at, created_at) AS queued_at`),
+      UPDATE tasks SET state = 'running', lease_id = lower(hex(randomblob(16))), lease_expires_at = @expires, worker_id = l.worker,
+                       session_id = l.session, attempts = attempts + 1, started_at = @now
+      FROM (SELECT value ->> 0 AS id, value ->> 1 AS worker, value ->> 2 AS session FROM json_each(@leases)) AS l
+      WHERE tasks.id = l.id AND tasks.state = 'queued'
+      RETURNING tasks.id, job_id, key, attempts, spec, slots, lease_id, coalesce(queued_at, created_at) AS queued_at, worker_id`),
+    // @opened: JSON array of [task id, attempt, worker id].
     insertAttempts: p(`
       INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome)
-      SELECT id, attempts, ?, ?, 'running' FROM tasks WHERE id IN (SELECT value FROM json_each(?))`),
+      SELECT value ->> 0, value ->> 1, value ->> 2, @now, 'running' FROM json_each(@opened)`),
     endAttempt: p(`UPDATE attempts SET ended_at = ?, outcome = ?, exit_code = ?, error = ? WHERE task_id = ? AND attempt = ?`),
     extendLeases: p(`UPDATE tasks SET lease_expires_at = ? WHERE worker_id = ? AND session_id = ? AND state = 'running'`),
     // Only the columns a report needs: spec and result can be large.
@@ -760,6 +824,18 @@ function prepare(db: Database.Database) {
       UPDATE tasks SET state = 'succeeded', finished_at = ?, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'
       RETURNING id, job_id, attempts`),
+    // Fences and completes many leases; @reports is a JSON array of
+    // [task id, lease id, worker id, result object]. Only current leases match.
+    completeLeasedBatch: p(`
+      UPDATE tasks SET state = 'succeeded', finished_at = @now, result = r.result, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
+      FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease, value ->> 2 AS worker, value -> 3 AS result FROM json_each(@reports)) AS r
+      WHERE tasks.id = r.id AND tasks.lease_id = r.lease AND tasks.worker_id = r.worker AND tasks.state = 'running'
+      RETURNING tasks.id, job_id, attempts, worker_id`),
+    // @closed: JSON array of [task id, attempt].
+    endAttemptsSucceeded: p(`
+      UPDATE attempts SET ended_at = @now, outcome = 'succeeded', exit_code = 0, error = NULL
+      FROM (SELECT value ->> 0 AS task_id, value ->> 1 AS attempt FROM json_each(@closed)) AS c
+      WHERE attempts.task_id = c.task_id AND attempts.attempt = c.attempt`),
     setTaskTerminal: p(`
       UPDATE tasks SET state = ?, finished_at = ?, result = coalesce(?, result), lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE id = ?`),
@@ -795,6 +871,7 @@ function prepare(db: Database.Database) {
     setWorkerState: p(`UPDATE workers SET state = ?, offline_since = ? WHERE id = ?`),
     touchWorker: p(`UPDATE workers SET last_heartbeat_at = ? WHERE id = ?`),
     bumpWorkerSucceeded: p(`UPDATE workers SET tasks_succeeded = tasks_succeeded + 1 WHERE id = ?`),
+    addWorkerSucceeded: p(`UPDATE workers SET tasks_succeeded = tasks_succeeded + ? WHERE id = ?`),
     bumpWorkerFailed: p(`UPDATE workers SET tasks_failed = tasks_failed + 1 WHERE id = ?`),
     getWorkerWithSlots: p(`
       SELECT w.*, (SELECT coalesce(sum(slots), 0) FROM tasks t WHERE t.state = 'running' AND t.worker_id = w.id) AS used_slots
@@ -881,6 +958,11 @@ function workerFromRow(r: WorkerRow): Worker {
 
 function toAssignment(t: ClaimedTask): TaskAssignment {
   return { taskId: t.taskId, jobId: t.jobId, key: t.key, attempt: t.attempt, leaseId: t.leaseId, spec: JSON.parse(t.specJson) as TaskSpec };
+}
+
+/** A report counts as success when the process exited 0, in time, uncancelled, without error. */
+function isSuccess(report: ExecutionReport): boolean {
+  return report.exitCode === 0 && !report.timedOut && !report.cancelled && report.error === null;
 }
 
 function failureError(report: ExecutionReport): ErrorInfo {
