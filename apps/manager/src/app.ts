@@ -103,7 +103,7 @@ const pullmanApp: FastifyPluginAsync<AppOptions> = async (app, o) => {
   await app.register(websocket, { options: { maxPayload: MAX_MESSAGE_BYTES } });
 
   const { store } = o;
-  const committer = new GroupCommitter(store);
+  const committer = new GroupCommitter(store, (err) => app.log.error({ err }, 'a group commit callback failed'));
   const metrics = createMetrics(store);
   const gateway = new WorkerGateway({ store, committer, log: app.log, metrics, heartbeatIntervalMs: o.heartbeatIntervalMs, leaseTtlMs: o.leaseTtlMs, ...(o.now ? { now: o.now } : {}) });
   const reaper = new Reaper({ store, committer, gateway, metrics, log: app.log, leaseTtlMs: o.leaseTtlMs, ...(o.now ? { now: o.now } : {}) });

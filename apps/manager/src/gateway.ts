@@ -302,16 +302,14 @@ export class WorkerGateway {
     this.results.push({ session: s, item, msg });
     if (this.results.length > 1) return; // the op queued by the first result takes this one too
     const batch = this.results;
-    this.o.committer
-      .run(() => {
-        this.results = []; // results arriving after this flush start the next batch
-        return this.o.store.settleReports(batch.map((r) => r.item));
-      }, HOT)
-      .then((outcomes) => batch.forEach((r, i) => this.settled(r.session, r.msg, outcomes[i]!)))
-      .catch((err: unknown) => {
-        // Nothing in the batch is stored. Each worker is told; its result stays in its outbox.
-        for (const session of new Set(batch.map((r) => r.session))) this.internalError(session, err);
-      });
+    this.o.committer.runThen(() => {
+      this.results = []; // results arriving after this flush start the next batch
+      return this.o.store.settleReports(batch.map((r) => r.item));
+    }, (o) => {
+      if (o.ok) batch.forEach((r, i) => this.settled(r.session, r.msg, o.value[i]!));
+      // Nothing in the batch is stored. Each worker is told; its result stays in its outbox.
+      else for (const session of new Set(batch.map((r) => r.session))) this.internalError(session, o.error);
+    }, HOT);
   }
 
   private settled(s: Session, msg: ResultMessage, outcome: ReportOutcome): void {
@@ -347,13 +345,15 @@ export class WorkerGateway {
     if (ready.length === 0) return;
     const offered = ready.map((s) => s.credits);
     const claimedAt = this.now();
-    this.o.committer
-      .run(() => this.o.store.claimBatch(ready.map((s, i) => ({ session: { workerId: s.workerId!, sessionId: s.id }, labels: s.labels, freeSlots: offered[i]!, maxTasks: MAX_TASKS_PER_CLAIM }))), HOT)
-      .then((batches) => ready.forEach((s, i) => this.deliver(s, offered[i]!, batches[i]!, claimedAt)))
-      .catch((err: unknown) => {
+    this.o.committer.runThen(
+      () => this.o.store.claimBatch(ready.map((s, i) => ({ session: { workerId: s.workerId!, sessionId: s.id }, labels: s.labels, freeSlots: offered[i]!, maxTasks: MAX_TASKS_PER_CLAIM }))),
+      (o) => {
+        if (o.ok) return ready.forEach((s, i) => this.deliver(s, offered[i]!, o.value[i]!, claimedAt));
         for (const s of ready) s.claiming = false;
-        this.o.log.error({ err }, 'claim failed');
-      });
+        this.o.log.error({ err: o.error }, 'claim failed');
+      },
+      HOT,
+    );
   }
 
   private deliver(s: Session, offered: number, tasks: ClaimedTask[], claimedAt: number): void {
