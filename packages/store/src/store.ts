@@ -31,6 +31,7 @@ import {
   type WorkerState,
   MAX_OUTPUT_BYTES,
 } from '@pullman/protocol';
+import { BACKSTOP_PAGES, BackgroundCheckpointer } from './checkpointer.js';
 import { openDatabase, type SyncMode } from './db.js';
 
 /**
@@ -56,6 +57,14 @@ export interface StoreOptions {
   /** How long a lease lasts after a claim or heartbeat. */
   leaseTtlMs: number;
   clock?: Clock;
+  /**
+   * Who copies the WAL back into the database file: SQLite inside the commit that fills it
+   * (`inline`, the default), or a thread of its own (`background`, what the manager uses;
+   * see checkpointer.ts).
+   */
+  checkpoint?: 'inline' | 'background';
+  /** Hears of a background checkpoint that failed; it is retried, and the data is not at risk. */
+  onCheckpointError?: (message: string) => void;
 }
 
 /** Who is asking for or reporting on a lease. */
@@ -195,9 +204,14 @@ export class TaskStore {
   private readonly clock: Clock;
   private readonly leaseTtlMs: number;
   private readonly s: ReturnType<typeof prepare>;
+  private readonly checkpointer: BackgroundCheckpointer | null = null;
 
   constructor(options: StoreOptions) {
     this.db = openDatabase({ path: options.path, sync: options.sync ?? 'normal', maxPages: options.maxPages });
+    if (options.checkpoint === 'background' && options.path !== ':memory:') {
+      this.db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+      this.checkpointer = new BackgroundCheckpointer(options.path, options.onCheckpointError);
+    }
     this.clock = options.clock ?? systemClock;
     this.leaseTtlMs = options.leaseTtlMs;
     this.s = prepare(this.db);
@@ -219,6 +233,7 @@ export class TaskStore {
 
   close(): void {
     if (!this.db.open) return;
+    this.checkpointer?.stop();
     this.db.pragma('wal_checkpoint(TRUNCATE)');
     this.db.close();
   }
@@ -250,10 +265,15 @@ export class TaskStore {
     return this.insertTasks(jobSeq, specs, this.clock.now());
   }
 
-  /** Job defaults as stored at creation, for resolving tasks appended later. */
-  getJobDefaults(jobSeq: number): TaskDefaults | undefined {
+  /**
+   * The defaults (as stored at creation) to resolve tasks appended to a job before they are
+   * submitted. Throws JOB_NOT_FOUND, or JOB_SEALED when the job takes no more tasks, so that an
+   * upload fails before it streams. One read: this is on the idle-latency path.
+   */
+  submissionDefaults(jobSeq: number): TaskDefaults | undefined {
     const job = this.s.getJob.get(jobSeq) as JobRow | undefined;
     if (!job) throw new PullmanError('JOB_NOT_FOUND', `job ${formatJobId(jobSeq)} does not exist`);
+    if (job.sealed) throw new PullmanError('JOB_SEALED', `job ${formatJobId(jobSeq)} is sealed; create a new job or submit to an open one`);
     return parseJson<TaskDefaults>(job.defaults) ?? undefined;
   }
 
@@ -524,7 +544,7 @@ export class TaskStore {
         perWorker.set(r.worker_id, (perWorker.get(r.worker_id) ?? 0) + 1);
       }
       if (rows.length > 0) this.s.endAttemptsSucceeded.run({ now, closed: JSON.stringify(rows.map((r) => [r.id, r.attempts])) });
-      for (const [workerId, n] of perWorker) this.s.addWorkerSucceeded.run(n, workerId);
+      this.s.addWorkersSucceeded.run({ counts: JSON.stringify([...perWorker]) });
       for (const [jobSeq, n] of perJob) {
         this.applyCounts(jobSeq, { running: -n, succeeded: n });
         this.finishJobIfDone(jobSeq, now);
@@ -871,7 +891,11 @@ function prepare(db: Database.Database) {
     setWorkerState: p(`UPDATE workers SET state = ?, offline_since = ? WHERE id = ?`),
     touchWorker: p(`UPDATE workers SET last_heartbeat_at = ? WHERE id = ?`),
     bumpWorkerSucceeded: p(`UPDATE workers SET tasks_succeeded = tasks_succeeded + 1 WHERE id = ?`),
-    addWorkerSucceeded: p(`UPDATE workers SET tasks_succeeded = tasks_succeeded + ? WHERE id = ?`),
+    // @counts: JSON array of [worker id, successes]; one statement for every worker of a flush.
+    addWorkersSucceeded: p(`
+      UPDATE workers SET tasks_succeeded = tasks_succeeded + c.n
+      FROM (SELECT value ->> 0 AS id, value ->> 1 AS n FROM json_each(@counts)) AS c
+      WHERE workers.id = c.id`),
     bumpWorkerFailed: p(`UPDATE workers SET tasks_failed = tasks_failed + 1 WHERE id = ?`),
     getWorkerWithSlots: p(`
       SELECT w.*, (SELECT coalesce(sum(slots), 0) FROM tasks t WHERE t.state = 'running' AND t.worker_id = w.id) AS used_slots

@@ -95,7 +95,7 @@ describe('createJob and submitTasks', () => {
     expect(codeOf(() => store.cancelJob(42))).toBe('JOB_NOT_FOUND');
     expect(codeOf(() => store.retryJob(42))).toBe('JOB_NOT_FOUND');
     expect(codeOf(() => store.listTasks(42, { limit: 10 }))).toBe('JOB_NOT_FOUND');
-    expect(codeOf(() => store.getJobDefaults(42))).toBe('JOB_NOT_FOUND');
+    expect(codeOf(() => store.submissionDefaults(42))).toBe('JOB_NOT_FOUND');
     expect(codeOf(() => store.cancelTask(42))).toBe('TASK_NOT_FOUND');
     expect(store.getJob(42)).toBeNull();
     expect(store.getTask(42)).toBeNull();
@@ -105,8 +105,9 @@ describe('createJob and submitTasks', () => {
   it('stores job defaults for later submissions', () => {
     const { store } = openStore();
     const { job } = store.createJob({ open: true, defaults: { env: { A: '1' }, retries: 2 } });
-    expect(store.getJobDefaults(jobSeq(job.id))).toEqual({ env: { A: '1' }, retries: 2 });
-    expect(store.getJobDefaults(jobSeq(store.createJob({}).job.id))).toBeUndefined();
+    expect(store.submissionDefaults(jobSeq(job.id))).toEqual({ env: { A: '1' }, retries: 2 });
+    expect(store.submissionDefaults(jobSeq(store.createJob({ open: true }).job.id))).toBeUndefined();
+    expect(codeOf(() => store.submissionDefaults(jobSeq(store.createJob({}).job.id)))).toBe('JOB_SEALED');
   });
 
   it('rolls back the whole operation when it throws inside a batch transaction', () => {

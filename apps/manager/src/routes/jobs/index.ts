@@ -68,8 +68,7 @@ const jobRoutes: FastifyPluginAsync = async (app) => {
     },
   }, async (request) => {
     const jobSeq = jobSeqOf((request.params as { id: string }).id);
-    const defaults = store.getJobDefaults(jobSeq);
-    if (store.getJob(jobSeq)?.sealed) throw new PullmanError('JOB_SEALED', `job ${(request.params as { id: string }).id} is sealed; create a new job or submit to an open one`);
+    const defaults = store.submissionDefaults(jobSeq);
     if (request.headers['content-type']?.startsWith(NDJSON_CONTENT_TYPE)) return submitNdjson(request, jobSeq, defaults);
     const specs = checkAddTasksJson.parse(request.body).tasks.map((t, i) => resolveTaskSpec(t, defaults, `tasks.${i}`));
     const submitted = committer.run(() => store.submitTasks(jobSeq, specs));
