@@ -44,20 +44,25 @@ const nodeFlags = (p: Params): string[] => (typeof p.profileDir === 'string' ? [
 /**
  * End-to-end dispatch: `tasks` no-op tasks queued first (not timed), then `workers` simulated
  * workers x `slots` each pull at once; timed until every result is acked (claim, deliver,
- * result, commit). Also reports the manager's CPU seconds per 100k tasks.
+ * result, commit). Reports the server's CPU seconds per 100k tasks, and the bench process's own
+ * (the simulated workers'), which shares the machine with it.
+ * `target` = manager (the real thing) or wire (bench/wire-floor.mjs: the protocol from memory,
+ * no database; the floor of the worker channel on this machine).
  */
 async function dispatch(p: Params): Promise<Figures> {
   const workers = num(p, 'workers', 8);
   const slots = num(p, 'slots', 16);
   const tasks = num(p, 'tasks', 10_000);
-  const m = await startManager({ dbSync: p.dbSync === 'full' ? 'full' : 'normal', nodeFlags: nodeFlags(p) });
+  const wire = p.target === 'wire';
+  const m = wire ? null : await startManager({ dbSync: p.dbSync === 'full' ? 'full' : 'normal', nodeFlags: nodeFlags(p) });
+  const server = m ?? (await startScript('bench/wire-floor.mjs', [String(tasks)]));
   try {
-    const { jobId } = await submitNoop(m, tasks);
+    const jobId = m ? (await submitNoop(m, tasks)).jobId : null;
     let acked = 0;
     let done!: () => void;
     const allAcked = new Promise<void>((r) => (done = r));
     const sims = Array.from({ length: workers }, (_, i) => new SimWorker({
-      url: m.url, token: m.workerToken, name: `sim-${i}`, slots, autoComplete: true,
+      url: server.url, token: m?.workerToken ?? 'x', name: `sim-${i}`, slots, autoComplete: true,
       onAcks: (n) => {
         acked += n;
         if (acked >= tasks) done();
@@ -65,20 +70,50 @@ async function dispatch(p: Params): Promise<Figures> {
     }));
     for (const s of sims) s.connect();
     await within(30_000, 'workers welcomed', Promise.all(sims.map((s) => s.waitWelcome())));
-    const cpu0 = procCpuSeconds(m.pid);
+    const cpu0 = procCpuSeconds(server.pid);
+    const own0 = process.cpuUsage();
     const t0 = performance.now();
     for (const s of sims) s.pull(slots);
     await within(600_000, `${tasks} tasks acked (got ${acked})`, allAcked);
     const seconds = (performance.now() - t0) / 1000;
-    const cpu = procCpuSeconds(m.pid) - cpu0;
+    const cpu = procCpuSeconds(server.pid) - cpu0;
+    const own = process.cpuUsage(own0);
     for (const s of sims) s.close();
-    const job = await api<{ state: string; counts: { succeeded: number } }>(m, 'GET', `/v1/jobs/${jobId}`).catch(() => null);
-    if (job && job.counts.succeeded !== tasks) throw new Error(`job counts ${JSON.stringify(job.counts)} after ${tasks} acks`);
-    return { tasksPerSec: tasks / seconds, seconds, managerCpuSecPer100k: (cpu / tasks) * 100_000 };
+    if (m && jobId) {
+      const job = await api<{ state: string; counts: { succeeded: number } }>(m, 'GET', `/v1/jobs/${jobId}`).catch(() => null);
+      if (job && job.counts.succeeded !== tasks) throw new Error(`job counts ${JSON.stringify(job.counts)} after ${tasks} acks`);
+    }
+    return {
+      tasksPerSec: tasks / seconds,
+      seconds,
+      managerCpuSecPer100k: (cpu / tasks) * 100_000,
+      clientCpuSecPer100k: ((own.user + own.system) / 1e6 / tasks) * 100_000,
+    };
   } finally {
-    await m.stop();
-    rmDir(m.dataDir);
+    await server.stop();
+    if (m) rmDir(m.dataDir);
   }
+}
+
+/** A reference server script run with node, as its own process; it prints `listening on URL`. */
+async function startScript(script: string, args: string[]): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
+  const proc = track(spawn(process.execPath, [join(ROOT, script), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] }));
+  const exited = once(proc, 'exit');
+  const url = await within(15_000, `${script} listening`, new Promise<string>((resolve) => {
+    createInterface({ input: proc.stdout! }).on('line', (l) => {
+      const mm = /^listening on (\S+)$/.exec(l);
+      if (mm) resolve(mm[1]!);
+    });
+  }));
+  return {
+    url,
+    pid: proc.pid!,
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGTERM');
+      await exited;
+    },
+  };
 }
 
 /**
@@ -147,18 +182,13 @@ async function latency(p: Params): Promise<Figures> {
   const warmup = num(p, 'warmup', 50);
   const relay = p.target === 'relay';
   let m: Manager | null = null;
-  let relayProc: ReturnType<typeof spawn> | null = null;
+  let relayServer: Awaited<ReturnType<typeof startScript>> | null = null;
   let url: string;
   let adminToken = 'x';
   let workerToken = 'x';
   if (relay) {
-    relayProc = track(spawn(process.execPath, [join(ROOT, 'bench/relay.mjs')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] }));
-    url = await within(15_000, 'relay listening', new Promise<string>((resolve) => {
-      createInterface({ input: relayProc!.stdout! }).on('line', (l) => {
-        const mm = /^listening on (\S+)$/.exec(l);
-        if (mm) resolve(mm[1]!);
-      });
-    }));
+    relayServer = await startScript('bench/relay.mjs', []);
+    url = relayServer.url;
   } else {
     m = await startManager({ nodeFlags: nodeFlags(p) });
     ({ url, adminToken, workerToken } = m);
@@ -200,10 +230,7 @@ async function latency(p: Params): Promise<Figures> {
       await m.stop();
       rmDir(m.dataDir);
     }
-    if (relayProc) {
-      relayProc.kill('SIGTERM');
-      await once(relayProc, 'exit');
-    }
+    await relayServer?.stop();
   }
 }
 
