@@ -174,7 +174,8 @@ async function sqliteFloor(p: Params): Promise<Figures> {
 
 /**
  * One waiting worker (1 credit). Per sample: POST one task, time until the worker receives it,
- * then let it finish and wait for the ack, so the next sample starts idle again.
+ * then let it report and re-grant its credit (one turn, like apps/worker) and wait for the ack,
+ * so the next sample starts idle again with the worker waiting.
  * `target` = manager (the real thing) or relay (bench/relay.mjs, the no-database reference).
  */
 async function latency(p: Params): Promise<Figures> {
@@ -204,17 +205,22 @@ async function latency(p: Params): Promise<Figures> {
       received?.(at);
       for (const t of tasks) {
         if (relay) sim.acked++;
-        else sim.send(`{"type":"result","taskId":"${t.taskId}","leaseId":"${t.leaseId}","report":{"exitCode":0,"signal":null,"timedOut":false,"cancelled":false,"durationMs":0,"stdoutTail":"","stderrTail":"","output":null,"error":null}}`);
+        else {
+          // Like apps/worker: the result, then the freed slot's credit, together. The worker
+          // then waits with its credit granted before the next sample starts.
+          sim.send(`{"type":"result","taskId":"${t.taskId}","leaseId":"${t.leaseId}","report":{"exitCode":0,"signal":null,"timedOut":false,"cancelled":false,"durationMs":0,"stdoutTail":"","stderrTail":"","output":null,"error":null}}`);
+          sim.pull(1);
+        }
       }
     }, raw: relay });
     sim.connect();
     await within(15_000, 'latency worker ready', sim.waitWelcome());
+    if (!relay) sim.pull(1);
     const body = JSON.stringify({ tasks: [{ command: ['true'] }] });
     const times: number[] = [];
     const deadline = Date.now() + 300_000;
     for (let i = 0; i < warmup + samples && Date.now() < deadline; i++) {
       const ackedBefore = sim.acked;
-      if (!relay) sim.pull(1);
       const got = new Promise<number>((r) => (received = r));
       const t0 = performance.now();
       await request(`${url}${jobPath}`, { method: 'POST', token: adminToken, body, contentType: 'application/json', timeoutMs: 10_000 });
