@@ -1,7 +1,7 @@
 /**
  * The worker daemon end to end: a real manager process, real worker processes, real children.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { alive, finished, killAll, runWorkerToExit, startManager, startWorker, tempDir, until } from './harness.js';
@@ -82,6 +82,30 @@ describe('worker end to end', () => {
     const grandchild = Number(readFileSync(pidFile, 'utf8'));
     await until('the grandchild to be gone', () => (alive(grandchild) ? undefined : true), 10_000);
     expect(w.proc.exitCode).toBeNull(); // the worker itself carries on
+  });
+
+  it('after a crash, sends a result left in its outbox instead of releasing that lease', async () => {
+    const m = await startManager();
+    const w = startWorker(m, { name: 'w1', slots: 1 });
+    const job = await m.api.createJob({ tasks: [{ shell: 'exec sleep 300', key: 'slow' }] });
+    await w.waitForLog((l) => l.msg === 'task started', 'task start');
+    // The worker dies after storing the result but before removing its running record.
+    w.proc.kill('SIGKILL');
+    await w.exited;
+    const records = readdirSync(join(w.workDir, 'running'));
+    expect(records).toHaveLength(1);
+    const { taskId, leaseId, pid } = JSON.parse(readFileSync(join(w.workDir, 'running', records[0]!), 'utf8')) as { taskId: string; leaseId: string; pid: number };
+    const report = { exitCode: 0, signal: null, timedOut: false, cancelled: false, durationMs: 5, stdoutTail: 'done\n', stderrTail: '', output: null, error: null };
+    writeFileSync(join(w.workDir, 'outbox', `${taskId}.${leaseId}.json`), JSON.stringify({ taskId, leaseId, report }));
+
+    startWorker(m, w.opts);
+    // Released first, the task would be requeued and run again (another sleep 300).
+    const done = await finished(m.api, job.id);
+    expect(done.state).toBe('succeeded');
+    const [task] = await m.api.tasks(job.id);
+    expect(task).toMatchObject({ id: taskId, attempts: 1, result: { exitCode: 0, stdoutTail: 'done\n' } });
+    // The orphaned process of the first incarnation was still killed.
+    await until('the orphaned task process to be gone', () => (alive(pid) ? undefined : true), 10_000);
   });
 
   it('cancels a running task on its worker', async () => {

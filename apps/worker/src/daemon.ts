@@ -7,7 +7,7 @@
  * `connecting` is re-entered from `running` whenever the connection drops; leases survive
  * a reconnect within the TTL, and results wait in the durable outbox meanwhile.
  */
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
@@ -123,7 +123,10 @@ export class WorkerDaemon {
     await mkdir(join(this.config.workDir, 'running'), { recursive: true });
     await this.outbox.open();
     this.workerId = await readFile(this.idFile, 'utf8').then((s) => s.trim() || null, () => null);
-    this.orphanedLeases = await this.reapOrphans();
+    // A task that finished just before the crash has its result in the outbox: that result is
+    // sent on connect, so releasing its lease first would requeue a task that already ran.
+    const reported = new Set((await this.outbox.pending()).map((p) => `${p.taskId}/${p.leaseId}`));
+    this.orphanedLeases = (await this.reapOrphans()).filter((o) => !reported.has(`${o.taskId}/${o.leaseId}`));
     // Entries of running attempts are named <taskId>.<attempt>[...]: never swept while in use.
     this.stopJanitor = startJanitor(this.config.workDir, this.config.logRetentionMs, this.log, () => this.activeEntries());
     this.setState('connecting');
@@ -343,8 +346,11 @@ export class WorkerDaemon {
       this.sendResult(task.taskId, task.leaseId, report);
     }
     this.running.delete(task.taskId);
-    await rm(this.runningFile(task.taskId), { force: true });
+    // The slot's credit leaves with the result, in the same turn, so the manager can settle one
+    // and claim for the other in one commit. The running record goes after: a crash in between
+    // leaves a record whose process is gone, which the orphan reaper skips.
     this.grantCredits(slots);
+    await unlink(this.runningFile(task.taskId)).catch(() => {});
     this.wakeSettled();
   }
 

@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
@@ -75,10 +75,25 @@ export function attemptPaths(workDir: string, task: Pick<TaskAssignment, 'taskId
   };
 }
 
+/**
+ * The work dir's shared directories, made once per work dir and process (the janitor removes
+ * only their entries). Per task they were two of the dozen file system calls that made a
+ * no-op task cost ~2.6x what a bare Node spawner pays (docs/benchmarks.md, local execution).
+ */
+const prepared = new Map<string, Promise<void>>();
+function prepareWorkDir(workDir: string): Promise<void> {
+  let p = prepared.get(workDir);
+  if (!p) {
+    p = Promise.all([mkdir(join(workDir, 'logs'), { recursive: true }), mkdir(join(workDir, 'outputs'), { recursive: true })]).then(() => {});
+    p.catch(() => prepared.delete(workDir)); // try again next time
+    prepared.set(workDir, p);
+  }
+  return p;
+}
+
 export async function startExecution(task: TaskAssignment, o: ExecutorOptions): Promise<Execution> {
   const paths = attemptPaths(o.workDir, task);
-  await Promise.all([mkdir(paths.scratch, { recursive: true }), mkdir(join(o.workDir, 'logs'), { recursive: true }), mkdir(join(o.workDir, 'outputs'), { recursive: true })]);
-  await rm(paths.output, { recursive: true, force: true });
+  await Promise.all([mkdir(paths.scratch, { recursive: true }), prepareWorkDir(o.workDir), removeFile(paths.output)]);
   const { spec } = task;
   const cwd = spec.cwd ?? paths.scratch;
   const env: NodeJS.ProcessEnv = {
@@ -96,11 +111,13 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
   const started = performance.now();
 
   // A missing cwd makes spawn fail with ENOENT naming the executable, which misleads; say it.
-  const cwdProblem = await stat(cwd).then((s) => (s.isDirectory() ? null : 'is not a directory'), () => 'does not exist');
+  // (The scratch dir, the default, was just made.)
+  const cwdProblem = spec.cwd === undefined ? null : await stat(cwd).then((s) => (s.isDirectory() ? null : 'is not a directory'), () => 'does not exist');
   if (cwdProblem) return failedToStart(task, { code: 'SPAWN_FAILED', message: `cwd ${cwd} ${cwdProblem}` }, started);
 
-  const stdoutLog = createWriteStream(paths.stdoutLog);
-  const stderrLog = createWriteStream(paths.stderrLog);
+  // Log files are opened on the first byte: a task that prints nothing leaves none behind.
+  const stdoutLog = new LazyLog(paths.stdoutLog);
+  const stderrLog = new LazyLog(paths.stderrLog);
   const stdoutTail = new Tail(MAX_TAIL_BYTES);
   const stderrTail = new Tail(MAX_TAIL_BYTES);
 
@@ -159,11 +176,11 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
       if (killTimer) clearTimeout(killTimer);
       killGroup('SIGKILL'); // reap anything the task left running in its group
       void (async () => {
-        await Promise.all([endStream(stdoutLog), endStream(stderrLog)]);
+        await Promise.all([stdoutLog.end(), stderrLog.end()]);
         const durationMs = Math.round(performance.now() - started);
-        const { output, error: outputError } = spawnError ? { output: null, error: null } : await readOutput(paths.output);
-        // It travels in the result from here on. recursive: a task may have made it a directory.
-        await rm(paths.output, { recursive: true, force: true }).catch(() => {});
+        const { output, error: outputError, exists } = spawnError ? { output: null, error: null, exists: false } : await readOutput(paths.output);
+        // It travels in the result from here on.
+        if (exists) await removeFile(paths.output).catch(() => {});
         const report: ExecutionReport = {
           exitCode: spawnError ? null : code,
           signal: signal ?? null,
@@ -178,7 +195,7 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
           error: spawnError ?? (code === 0 ? outputError : null),
         };
         const succeeded = report.exitCode === 0 && report.error === null && stopReason === null;
-        if (succeeded || !o.keepFailedScratch) await rm(paths.scratch, { recursive: true, force: true }).catch(() => {});
+        if (succeeded || !o.keepFailedScratch) await removeDir(paths.scratch).catch(() => {});
         resolve(report);
       })();
     });
@@ -214,31 +231,64 @@ function failedToStart(task: TaskAssignment, error: ErrorInfo, started: number):
  * Reads the JSON a task wrote to $PULLMAN_OUTPUT. No file means no output. A file that is not
  * JSON, or larger than 1 MiB, fails the attempt: the task promised a result and broke it.
  */
-async function readOutput(path: string): Promise<{ output: unknown; error: ErrorInfo | null }> {
+async function readOutput(path: string): Promise<{ output: unknown; error: ErrorInfo | null; exists: boolean }> {
   let size: number;
   try {
     const s = await stat(path);
     // A directory or a FIFO would make the read below throw or block forever.
-    if (!s.isFile()) return { output: null, error: { code: 'OUTPUT_INVALID', message: '$PULLMAN_OUTPUT is not a regular file' } };
+    if (!s.isFile()) return { output: null, error: { code: 'OUTPUT_INVALID', message: '$PULLMAN_OUTPUT is not a regular file' }, exists: true };
     size = s.size;
   } catch {
-    return { output: null, error: null };
+    return { output: null, error: null, exists: false };
   }
-  if (size > MAX_OUTPUT_BYTES) return { output: null, error: { code: 'OUTPUT_TOO_LARGE', message: `$PULLMAN_OUTPUT is ${size} bytes; the limit is ${MAX_OUTPUT_BYTES}` } };
+  if (size > MAX_OUTPUT_BYTES) return { output: null, error: { code: 'OUTPUT_TOO_LARGE', message: `$PULLMAN_OUTPUT is ${size} bytes; the limit is ${MAX_OUTPUT_BYTES}` }, exists: true };
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` } };
+    return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` }, exists: true };
   }
-  if (text.trim() === '') return { output: null, error: null };
+  if (text.trim() === '') return { output: null, error: null, exists: true };
   try {
-    return { output: JSON.parse(text) as unknown, error: null };
+    return { output: JSON.parse(text) as unknown, error: null, exists: true };
   } catch (err) {
-    return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT is not valid JSON: ${(err as Error).message}` } };
+    return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT is not valid JSON: ${(err as Error).message}` }, exists: true };
   }
 }
 
-function endStream(s: WriteStream): Promise<void> {
-  return new Promise((resolve) => s.end(() => resolve()));
+/** A log file created when the first chunk arrives. */
+class LazyLog {
+  private stream: WriteStream | null = null;
+  constructor(private readonly path: string) {}
+  write(chunk: Buffer): void {
+    (this.stream ??= createWriteStream(this.path)).write(chunk);
+  }
+  end(): Promise<void> {
+    const s = this.stream;
+    return s ? new Promise((resolve) => s.end(() => resolve())) : Promise.resolve();
+  }
+}
+
+/** Removes a file if it is there; a task may have made the path a directory, so fall back. */
+async function removeFile(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    if (code === 'EISDIR' || code === 'EPERM') await rm(path, { recursive: true, force: true });
+    else throw err;
+  }
+}
+
+/** Removes a directory: one rmdir when it is empty (the usual case), else the whole tree. */
+async function removeDir(path: string): Promise<void> {
+  try {
+    await rmdir(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    if (code === 'ENOTEMPTY' || code === 'EEXIST') await rm(path, { recursive: true, force: true });
+    else throw err;
+  }
 }

@@ -308,6 +308,16 @@ describe('startExecution: tails and logs', () => {
     expect(report.stderrTail).toBe(errLog.subarray(errLog.length - 65_536).toString('utf8'));
   });
 
+  it('opens a log file only for a stream that printed something', async () => {
+    const quiet = await run('logs-quiet', { command: ['true'] });
+    expect(quiet.report.exitCode).toBe(0);
+    expect(existsSync(quiet.paths.stdoutLog)).toBe(false);
+    expect(existsSync(quiet.paths.stderrLog)).toBe(false);
+    const chatty = await run('logs-out', { shell: 'echo hello' });
+    expect(readFileSync(chatty.paths.stdoutLog, 'utf8')).toBe('hello\n');
+    expect(existsSync(chatty.paths.stderrLog)).toBe(false);
+  });
+
   it('cuts a multi-byte UTF-8 tail on a character boundary, without a replacement character', async () => {
     const { report } = await run('utf8', { command: [node, fixture('utf8-output.mjs')] });
     expect(report.exitCode).toBe(0);
