@@ -20,6 +20,7 @@ import {
   type AckStatus,
   type ManagerMessage,
   type ResultMessage,
+  type TaskState,
   type WorkerMessage as WorkerMessageT,
 } from '@pullman/protocol';
 import type { ClaimedTask, LeaseToCancel, ReportItem, ReportOutcome, TaskStore } from '@pullman/store';
@@ -306,7 +307,15 @@ export class WorkerGateway {
       this.results = []; // results arriving after this flush start the next batch
       return this.o.store.settleReports(batch.map((r) => r.item));
     }, (o) => {
-      if (o.ok) batch.forEach((r, i) => this.settled(r.session, r.msg, o.value[i]!));
+      if (o.ok) {
+        const finished: Array<{ state: TaskState; durationMs: number }> = [];
+        batch.forEach((r, i) => {
+          const outcome = o.value[i]!;
+          this.settled(r.session, r.msg, outcome);
+          if (outcome.status === 'recorded') finished.push({ state: outcome.taskState, durationMs: r.msg.report.durationMs });
+        });
+        this.o.metrics.tasksFinished(finished);
+      }
       // Nothing in the batch is stored. Each worker is told; its result stays in its outbox.
       else for (const session of new Set(batch.map((r) => r.session))) this.internalError(session, o.error);
     }, HOT);
@@ -315,7 +324,6 @@ export class WorkerGateway {
   private settled(s: Session, msg: ResultMessage, outcome: ReportOutcome): void {
     this.ack(s, msg.taskId, msg.leaseId, outcome.status);
     if (outcome.status === 'recorded') {
-      this.o.metrics.taskFinished(outcome.taskState, msg.report.durationMs);
       if (outcome.requeued) this.kick();
     } else {
       this.o.log.info({ workerId: s.workerId, taskId: msg.taskId }, 'stale result dropped (lease no longer current)');
