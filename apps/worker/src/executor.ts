@@ -269,26 +269,20 @@ class LazyLog {
   }
 }
 
-/** Removes a file if it is there; a task may have made the path a directory, so fall back. */
-async function removeFile(path: string): Promise<void> {
+/**
+ * Removes a path with one cheap call, `unlink` for a file or `rmdir` for an empty directory (the
+ * usual cases), and falls back to a recursive rm when the path turns out to hold more: a task
+ * may have made its output path a directory, or left files in its scratch dir.
+ */
+async function removeFast(path: string, quick: (path: string) => Promise<void>, fallBackOn: readonly string[]): Promise<void> {
   try {
-    await unlink(path);
+    await quick(path);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+    const code = (err as NodeJS.ErrnoException).code ?? '';
     if (code === 'ENOENT') return;
-    if (code === 'EISDIR' || code === 'EPERM') await rm(path, { recursive: true, force: true });
+    if (fallBackOn.includes(code)) await rm(path, { recursive: true, force: true });
     else throw err;
   }
 }
-
-/** Removes a directory: one rmdir when it is empty (the usual case), else the whole tree. */
-async function removeDir(path: string): Promise<void> {
-  try {
-    await rmdir(path);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return;
-    if (code === 'ENOTEMPTY' || code === 'EEXIST') await rm(path, { recursive: true, force: true });
-    else throw err;
-  }
-}
+const removeFile = (path: string) => removeFast(path, unlink, ['EISDIR', 'EPERM']);
+const removeDir = (path: string) => removeFast(path, rmdir, ['ENOTEMPTY', 'EEXIST']);
