@@ -303,22 +303,40 @@ export class WorkerGateway {
     this.results.push({ session: s, item, msg });
     if (this.results.length > 1) return; // the op queued by the first result takes this one too
     const batch = this.results;
+    // Results arriving after this batch was taken start the next one. Done in the op and again
+    // in the callback: when an earlier op of the flush aborts the transaction (disk full), the op
+    // never runs, and a batch left in place would swallow every later result.
+    const close = () => {
+      if (this.results === batch) this.results = [];
+    };
     this.o.committer.runThen(() => {
-      this.results = []; // results arriving after this flush start the next batch
+      close();
       return this.o.store.settleReports(batch.map((r) => r.item));
     }, (o) => {
-      if (o.ok) {
-        const finished: Array<{ state: TaskState; durationMs: number }> = [];
-        batch.forEach((r, i) => {
-          const outcome = o.value[i]!;
-          this.settled(r.session, r.msg, outcome);
-          if (outcome.status === 'recorded') finished.push({ state: outcome.taskState, durationMs: r.msg.report.durationMs });
-        });
-        this.o.metrics.tasksFinished(finished);
+      close();
+      if (!o.ok) {
+        // Nothing in the batch is stored. Each worker is told; its result stays in its outbox.
+        for (const session of new Set(batch.map((r) => r.session))) this.internalError(session, o.error);
+        return;
       }
-      // Nothing in the batch is stored. Each worker is told; its result stays in its outbox.
-      else for (const session of new Set(batch.map((r) => r.session))) this.internalError(session, o.error);
+      const finished: Array<{ state: TaskState; durationMs: number }> = [];
+      batch.forEach((r, i) => {
+        const outcome = o.value[i]!;
+        if (outcome.status === 'recorded') finished.push({ state: outcome.taskState, durationMs: r.msg.report.durationMs });
+        // One worker's trouble must not cost the others their acks.
+        this.guard(r.session, () => this.settled(r.session, r.msg, outcome));
+      });
+      this.o.metrics.tasksFinished(finished);
     }, HOT);
+  }
+
+  /** Runs one session's part of a batch callback; an exception is logged against that session. */
+  private guard(s: Session, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.o.log.error({ err, workerId: s.workerId, sessionId: s.id }, 'worker channel callback failed');
+    }
   }
 
   private settled(s: Session, msg: ResultMessage, outcome: ReportOutcome): void {
@@ -356,9 +374,15 @@ export class WorkerGateway {
     this.o.committer.runThen(
       () => this.o.store.claimBatch(ready.map((s, i) => ({ session: { workerId: s.workerId!, sessionId: s.id }, labels: s.labels, freeSlots: offered[i]!, maxTasks: MAX_TASKS_PER_CLAIM }))),
       (o) => {
-        if (o.ok) return ready.forEach((s, i) => this.deliver(s, offered[i]!, o.value[i]!, claimedAt));
-        for (const s of ready) s.claiming = false;
-        this.o.log.error({ err: o.error }, 'claim failed');
+        if (!o.ok) {
+          for (const s of ready) s.claiming = false;
+          this.o.log.error({ err: o.error }, 'claim failed');
+          return;
+        }
+        ready.forEach((s, i) => this.guard(s, () => {
+          s.claiming = false; // first, so a failing delivery cannot leave the session stuck
+          this.deliver(s, offered[i]!, o.value[i]!, claimedAt);
+        }));
       },
       HOT,
     );

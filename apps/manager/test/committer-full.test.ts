@@ -40,4 +40,32 @@ describe('group commit on a full database', () => {
     committer.close();
     store.close();
   });
+
+  it('calls every runThen callback with the error, including those of operations that never ran', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pullman-full-'));
+    dirs.push(dir);
+    const path = join(dir, 'pullman.db');
+    const probe = new TaskStore({ path, leaseTtlMs: 30_000 });
+    const pages = probe.db.pragma('page_count', { simple: true }) as number;
+    probe.close();
+    const store = new TaskStore({ path, leaseTtlMs: 30_000, maxPages: pages + 8 });
+    const committer = new GroupCommitter(store);
+    const huge = () => store.createJob({ name: 'huge', tasks: Array.from({ length: 200 }, () => ({ shell: 'true', meta: { pad: 'x'.repeat(4096) } })) });
+    const ran: string[] = [];
+    const settled: Array<[string, boolean, string | undefined]> = [];
+    const op = (name: string, fn: () => unknown) => committer.runThen(() => {
+      ran.push(name);
+      return fn();
+    }, (o) => settled.push([name, o.ok, o.ok ? undefined : (o.error as { code?: string }).code]), { savepoint: false });
+    op('first', () => store.createJob({ name: 'first' }));
+    op('huge', huge);
+    op('after', () => store.createJob({ name: 'after' }));
+    await new Promise((r) => setImmediate(r));
+    // The aborted transaction stops the batch: 'after' never ran, and is still told.
+    expect(ran).toEqual(['first', 'huge']);
+    expect(settled).toEqual([['first', false, 'SQLITE_FULL'], ['huge', false, 'SQLITE_FULL'], ['after', false, 'SQLITE_FULL']]);
+    expect(store.listJobs({ limit: 10 }).items).toEqual([]);
+    committer.close();
+    store.close();
+  });
 });

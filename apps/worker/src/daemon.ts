@@ -348,7 +348,8 @@ export class WorkerDaemon {
     this.running.delete(task.taskId);
     // The slot's credit leaves with the result, in the same turn, so the manager can settle one
     // and claim for the other in one commit. The running record goes after: a crash in between
-    // leaves a record whose process is gone, which the orphan reaper skips.
+    // leaves a record whose result is in the outbox, and the next start sends that result
+    // instead of releasing the lease (see run()).
     this.grantCredits(slots);
     await unlink(this.runningFile(task.taskId)).catch(() => {});
     this.wakeSettled();

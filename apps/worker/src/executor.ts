@@ -75,25 +75,10 @@ export function attemptPaths(workDir: string, task: Pick<TaskAssignment, 'taskId
   };
 }
 
-/**
- * The work dir's shared directories, made once per work dir and process (the janitor removes
- * only their entries). Per task they were two of the dozen file system calls that made a
- * no-op task cost ~2.6x what a bare Node spawner pays (docs/benchmarks.md, local execution).
- */
-const prepared = new Map<string, Promise<void>>();
-function prepareWorkDir(workDir: string): Promise<void> {
-  let p = prepared.get(workDir);
-  if (!p) {
-    p = Promise.all([mkdir(join(workDir, 'logs'), { recursive: true }), mkdir(join(workDir, 'outputs'), { recursive: true })]).then(() => {});
-    p.catch(() => prepared.delete(workDir)); // try again next time
-    prepared.set(workDir, p);
-  }
-  return p;
-}
-
 export async function startExecution(task: TaskAssignment, o: ExecutorOptions): Promise<Execution> {
   const paths = attemptPaths(o.workDir, task);
-  await Promise.all([mkdir(paths.scratch, { recursive: true }), prepareWorkDir(o.workDir), removeFile(paths.output)]);
+  // logs/ and outputs/ are made per task, not once: an operator may clean the work dir.
+  await Promise.all([mkdir(paths.scratch, { recursive: true }), mkdir(join(o.workDir, 'logs'), { recursive: true }), mkdir(join(o.workDir, 'outputs'), { recursive: true }), removeFile(paths.output)]);
   const { spec } = task;
   const cwd = spec.cwd ?? paths.scratch;
   const env: NodeJS.ProcessEnv = {
@@ -256,16 +241,25 @@ async function readOutput(path: string): Promise<{ output: unknown; error: Error
   }
 }
 
-/** A log file created when the first chunk arrives. */
+/**
+ * A log file created when the first chunk arrives. A file that cannot be written (disk full,
+ * out of descriptors, its directory removed) loses the full log, never the task: the result
+ * still carries the tails.
+ */
 class LazyLog {
   private stream: WriteStream | null = null;
   constructor(private readonly path: string) {}
   write(chunk: Buffer): void {
-    (this.stream ??= createWriteStream(this.path)).write(chunk);
+    if (!this.stream) {
+      this.stream = createWriteStream(this.path);
+      this.stream.on('error', () => this.stream?.destroy());
+    }
+    if (!this.stream.destroyed) this.stream.write(chunk);
   }
   end(): Promise<void> {
     const s = this.stream;
-    return s ? new Promise((resolve) => s.end(() => resolve())) : Promise.resolve();
+    if (!s || s.destroyed) return Promise.resolve();
+    return new Promise((resolve) => s.end(() => resolve()).once('error', () => resolve()));
   }
 }
 

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -316,6 +316,15 @@ describe('startExecution: tails and logs', () => {
     const chatty = await run('logs-out', { shell: 'echo hello' });
     expect(readFileSync(chatty.paths.stdoutLog, 'utf8')).toBe('hello\n');
     expect(existsSync(chatty.paths.stderrLog)).toBe(false);
+  });
+
+  it('keeps running and reporting when a log file cannot be written', async () => {
+    const workDir = freshWorkDir('logs-broken');
+    const t = task({ shell: 'echo still-reported' });
+    // A directory where the stdout log should go: opening it fails with EISDIR.
+    mkdirSync(attemptPaths(workDir, t).stdoutLog, { recursive: true });
+    const report = await (await startExecution(t, options(workDir))).done;
+    expect(report).toMatchObject({ exitCode: 0, stdoutTail: 'still-reported\n', error: null });
   });
 
   it('cuts a multi-byte UTF-8 tail on a character boundary, without a replacement character', async () => {

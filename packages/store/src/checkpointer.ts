@@ -33,11 +33,11 @@ const STOPPED = 1;
 // that a stop request wakes it at once; errors are reported once each, then retried.
 const THREAD_SOURCE = `
 const { workerData, parentPort } = require('node:worker_threads');
-const Database = require(workerData.driver);
 const state = new Int32Array(workerData.state);
 let db = null;
 let lastError = '';
 try {
+  const Database = require(workerData.driver);
   db = new Database(workerData.path, { fileMustExist: true });
   db.pragma('busy_timeout = 1000');
   while (Atomics.load(state, ${STOP}) === 0) {
@@ -60,28 +60,41 @@ try {
 }
 `;
 
+export interface CheckpointerEvents {
+  /** A checkpoint failed (it is retried); the data is not at risk. */
+  onError?: ((message: string) => void) | undefined;
+  /** The thread ended without being asked to: its owner should checkpoint inline again. */
+  onExit?: (() => void) | undefined;
+}
+
 export class BackgroundCheckpointer {
   private readonly state = new Int32Array(new SharedArrayBuffer(8));
   private readonly worker: Worker;
   private stopped = false;
+  private exited = false;
 
-  /** `onError` hears of a checkpoint that failed (it is retried); the data is not at risk. */
-  constructor(path: string, onError: (message: string) => void = () => {}) {
+  constructor(path: string, events: CheckpointerEvents = {}) {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
     this.worker = new Worker(THREAD_SOURCE, { eval: true, workerData: { path, driver, state: this.state.buffer, intervalMs: INTERVAL_MS } });
-    this.worker.on('message', (m: { error?: string }) => m.error && onError(m.error));
-    this.worker.on('error', (err) => onError(String(err)));
+    this.worker.on('message', (m: { error?: string }) => m.error && events.onError?.(m.error));
+    this.worker.on('error', (err) => events.onError?.(String(err)));
+    this.worker.on('exit', () => {
+      this.exited = true;
+      if (!this.stopped) events.onExit?.();
+    });
     // The thread never keeps the process alive; close() stops it properly.
     this.worker.unref();
   }
 
   /**
    * Stops the thread and waits (synchronously, up to 5 s) until its connection is closed, so
-   * the caller can then truncate the WAL or delete the files.
+   * the caller can then truncate the WAL or delete the files. A thread that already ended is
+   * not waited for.
    */
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
+    if (this.exited) return;
     Atomics.store(this.state, STOP, 1);
     Atomics.notify(this.state, STOP);
     Atomics.wait(this.state, STOPPED, 0, STOP_TIMEOUT_MS);

@@ -216,8 +216,16 @@ export class TaskStore {
     this.db = openDatabase({ path: options.path, sync: options.sync ?? 'normal', maxPages: options.maxPages });
     this.inTransaction = this.db.transaction((fn: () => unknown) => fn());
     if (options.checkpoint === 'background' && options.path !== ':memory:') {
+      const inlineDefault = this.db.pragma('wal_autocheckpoint', { simple: true }) as number;
       this.db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
-      this.checkpointer = new BackgroundCheckpointer(options.path, options.onCheckpointError);
+      this.checkpointer = new BackgroundCheckpointer(options.path, {
+        onError: options.onCheckpointError,
+        // Without the thread, SQLite's own checkpoint at its usual size keeps the WAL small.
+        onExit: () => {
+          options.onCheckpointError?.('the checkpoint thread ended; checkpointing inline from now on');
+          if (this.db.open) this.db.pragma(`wal_autocheckpoint = ${inlineDefault}`);
+        },
+      });
     }
     this.clock = options.clock ?? systemClock;
     this.leaseTtlMs = options.leaseTtlMs;
@@ -549,11 +557,11 @@ export class TaskStore {
     items.forEach((it, i) => (isSuccess(it.report) && seen.get(it.lease.taskSeq) === 1 ? batch : oneByOne).push(i));
     if (batch.length > 0) {
       const now = this.clock.now();
-      // The result object is embedded as JSON, not as a string of JSON: `value -> 3` yields its
-      // text, so nothing is escaped twice.
+      // The result travels as a string of JSON, not as a nested value: SQLite's JSON parser
+      // stops at 1,000 levels of nesting, and a task's output may nest deeper.
       const reports = JSON.stringify(batch.map((i) => {
         const it = items[i]!;
-        return [it.lease.taskSeq, it.lease.leaseId, it.workerId, toTaskResult(it.report, null)];
+        return [it.lease.taskSeq, it.lease.leaseId, it.workerId, JSON.stringify(toTaskResult(it.report, null))];
       }));
       const rows = this.s.completeLeasedBatch.all({ now, reports }) as Array<{ id: number; job_id: number; attempts: number; worker_id: string }>;
       const done = new Map<number, { job_id: number }>();
@@ -877,10 +885,10 @@ function prepare(db: Database.Database) {
       WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'
       RETURNING id, job_id, attempts`),
     // Fences and completes many leases; @reports is a JSON array of
-    // [task id, lease id, worker id, result object]. Only current leases match.
+    // [task id, lease id, worker id, result as JSON text]. Only current leases match.
     completeLeasedBatch: p(`
       UPDATE tasks SET state = 'succeeded', finished_at = @now, result = r.result, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
-      FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease, value ->> 2 AS worker, value -> 3 AS result FROM json_each(@reports)) AS r
+      FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease, value ->> 2 AS worker, value ->> 3 AS result FROM json_each(@reports)) AS r
       WHERE tasks.id = r.id AND tasks.lease_id = r.lease AND tasks.worker_id = r.worker AND tasks.state = 'running'
       RETURNING tasks.id, job_id, attempts, worker_id`),
     // @closed: JSON array of [task id, attempt].

@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { BackgroundCheckpointer } from '../src/checkpointer.js';
 import { TaskStore } from '../src/index.js';
 import { assertConsistent, reopen } from './helpers.js';
 
@@ -57,5 +58,14 @@ describe('background checkpoint', () => {
     const store = reopen(path);
     expect(store.db.pragma('integrity_check', { simple: true })).toBe('ok');
     store.close();
+  });
+
+  it('reports a thread that cannot open the database, and says it ended', async () => {
+    const errors: string[] = [];
+    let exited = false;
+    const checkpointer = new BackgroundCheckpointer(join(tempDb(), 'missing', 'pullman.db'), { onError: (m) => errors.push(m), onExit: () => (exited = true) });
+    await waitFor('the thread to end', () => exited);
+    expect(errors.join('\n')).toMatch(/unable to open database file|directory does not exist/);
+    checkpointer.stop(); // a no-op now: nothing left to stop
   });
 });

@@ -71,6 +71,20 @@ describe('settleReports', () => {
     expect(store.getWorker(workerId)).toMatchObject({ tasksSucceeded: 3, tasksFailed: 0, usedSlots: 0 });
   });
 
+  it('stores an output nested deeper than SQLite parses JSON (1,000 levels)', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('deep'), sh('flat')] });
+    const [deep, flat] = store.claimTasks(session(), [], 2);
+    let output: unknown = 'bottom';
+    for (let i = 0; i < 2_000; i++) output = [output];
+    const outcomes = store.settleReports([
+      { workerId: 'w-1', lease: lease(deep!), report: report({ output }) },
+      { workerId: 'w-1', lease: lease(flat!), report: report() },
+    ]);
+    expect(outcomes.map((o) => o.status)).toEqual(['recorded', 'recorded']);
+    expect(JSON.stringify(store.getTask(1)!.result!.output)).toBe(JSON.stringify(output));
+  });
+
   it('changes nothing for an empty batch', () => {
     const { store } = openStore();
     expect(store.settleReports([])).toEqual([]);
