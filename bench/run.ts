@@ -71,33 +71,37 @@ const PEER_BEST_DISPATCH = 24_700; // graphile-worker 0.17, 4 x 16, batching on 
 const PEER_BULLMQ_LATENCY = { p50: 1.3, p99: 5.4 };
 
 /**
- * What this machine allows, from the same run's floors: the worker channel's cost without a
- * database (wire floor: server and simulated-worker CPU per task) and the database's without a
- * network (SQLite floor; one thread, CPU-bound, so its time is its CPU). A manager on one event
- * loop pays wire + SQLite per task on one core; nothing on this machine can beat
- * cores / (simulated workers + wire + SQLite) per task.
+ * What this machine allows, measured in the same run:
+ * - the wire floor: the protocol from memory, no database (bench/wire-floor.mjs);
+ * - the wire + SQLite floor: the same plus the raw floor's claim and complete statements, one
+ *   transaction per turn, one event loop: a minimal manager without Pullman's bookkeeping;
+ * - derived from the wire floor, the whole machine's limit with a free database:
+ *   cores / (simulated workers + wire) CPU per task, since the simulated workers share the cores.
+ * A sum of the SQLite floor and the wire floor is not a bound: the floor's claims come 16 to a
+ * transaction, while a turn of 8 x 16 settles and claims 128, at about half the cost per task.
  */
 function dispatchBounds(r: Results, shape: '64x1' | '8x16'): Row[] {
   const perTask = (id: string, key: string) => r.get(id, key) / 100_000; // CPU-s per task
   const wire = perTask(`wire-${shape}`, 'managerCpuSecPer100k');
   const client = perTask(`wire-${shape}`, 'clientCpuSecPer100k');
-  const sqlite = 1 / r.get('sqlite-floor', 'tasksPerSec');
   const target = 2 * PEER_BEST_DISPATCH;
   const us = (x: number) => `${(x * 1e6).toFixed(1)} µs`;
   const label = shape.replace('x', ' × ');
+  const freeDb = cpus().length / (client + wire);
   return [{
     measurement: '1. dispatch', figure: `wire floor, ${label}: the protocol from memory, no database (server ${us(wire)}, simulated workers ${us(client)} CPU per task)`,
     value: r.get(`wire-${shape}`, 'tasksPerSec'), unit: 'tasks/s',
     reference: 'Pullman, same shape', referenceValue: r.get(`dispatch-${shape}`, 'tasksPerSec'), referenceUnit: 'tasks/s',
     ratio: r.ratio([`dispatch-${shape}`, 'tasksPerSec'], [`wire-${shape}`, 'tasksPerSec']), target: '—', met: null,
   }, {
-    measurement: '1. dispatch', figure: `bound, ${label}: one event loop = 1 / (wire ${us(wire)} + SQLite ${us(sqlite)})`,
-    value: 1 / (wire + sqlite), unit: 'tasks/s',
-    reference: '2 × best peer (the target)', referenceValue: target, referenceUnit: 'tasks/s', ratio: 1 / (wire + sqlite) / target, target: '≥ 1 if reachable', met: null,
+    measurement: '1. dispatch', figure: `wire + SQLite floor, ${label}: a minimal manager, one event loop, the raw floor's claim (per session) and complete per turn (server ${us(perTask(`wire-sqlite-${shape}`, 'managerCpuSecPer100k'))} CPU per task)`,
+    value: r.get(`wire-sqlite-${shape}`, 'tasksPerSec'), unit: 'tasks/s',
+    reference: 'Pullman, same shape', referenceValue: r.get(`dispatch-${shape}`, 'tasksPerSec'), referenceUnit: 'tasks/s',
+    ratio: r.ratio([`dispatch-${shape}`, 'tasksPerSec'], [`wire-sqlite-${shape}`, 'tasksPerSec']), target: '—', met: null,
   }, {
-    measurement: '1. dispatch', figure: `bound, ${label}: whole machine = ${cpus().length} cores / (workers ${us(client)} + wire ${us(wire)} + SQLite ${us(sqlite)})`,
-    value: cpus().length / (client + wire + sqlite), unit: 'tasks/s',
-    reference: '2 × best peer (the target)', referenceValue: target, referenceUnit: 'tasks/s', ratio: cpus().length / (client + wire + sqlite) / target, target: '≥ 1 if reachable', met: null,
+    measurement: '1. dispatch', figure: `bound, ${label}: whole machine with a free database = ${cpus().length} cores / (workers ${us(client)} + wire ${us(wire)})`,
+    value: freeDb, unit: 'tasks/s',
+    reference: '2 × best peer (the target)', referenceValue: target, referenceUnit: 'tasks/s', ratio: freeDb / target, target: '≥ 1 if reachable', met: null,
   }];
 }
 
@@ -106,7 +110,7 @@ function plan(smoke: boolean, vs: string | null): Measurement[] {
   const dispatchTasks = S(50_000, 500);
   const d = (id: string, workers: number, slots: number, dbSync: 'normal' | 'full' = 'normal'): Variant => ({ id, fn: 'dispatch', params: { workers, slots, tasks: dispatchTasks, dbSync } });
   const floor: Variant = { id: 'sqlite-floor', fn: 'sqlite-floor', params: { tasks: dispatchTasks, batch: 16 } };
-  const w = (id: string, workers: number, slots: number): Variant => ({ id, fn: 'dispatch', params: { workers, slots, tasks: dispatchTasks, target: 'wire' } });
+  const w = (id: string, workers: number, slots: number, target: 'wire' | 'wire-sqlite' = 'wire'): Variant => ({ id, fn: 'dispatch', params: { workers, slots, tasks: dispatchTasks, target } });
   return [
     {
       id: 'dispatch',
@@ -114,6 +118,7 @@ function plan(smoke: boolean, vs: string | null): Measurement[] {
       variants: [
         d('dispatch-64x1', 64, 1), floor, d('dispatch-8x16', 8, 16),
         w('wire-64x1', 64, 1), w('wire-8x16', 8, 16),
+        w('wire-sqlite-64x1', 64, 1, 'wire-sqlite'), w('wire-sqlite-8x16', 8, 16, 'wire-sqlite'),
         ...(vs === 'bullmq'
           ? [
               { id: 'bullmq-64x1', fn: 'bullmq', params: { workers: 1, slots: 64, tasks: dispatchTasks } },

@@ -46,16 +46,18 @@ const nodeFlags = (p: Params): string[] => (typeof p.profileDir === 'string' ? [
  * workers x `slots` each pull at once; timed until every result is acked (claim, deliver,
  * result, commit). Reports the server's CPU seconds per 100k tasks, and the bench process's own
  * (the simulated workers'), which shares the machine with it.
- * `target` = manager (the real thing) or wire (bench/wire-floor.mjs: the protocol from memory,
- * no database; the floor of the worker channel on this machine).
+ * `target` = manager (the real thing), wire (bench/wire-floor.mjs: the protocol from memory, no
+ * database; the floor of the worker channel on this machine) or wire-sqlite (the same with the raw
+ * SQLite floor's statements per turn: the least a manager on one event loop could do).
  */
 async function dispatch(p: Params): Promise<Figures> {
   const workers = num(p, 'workers', 8);
   const slots = num(p, 'slots', 16);
   const tasks = num(p, 'tasks', 10_000);
-  const wire = p.target === 'wire';
-  const m = wire ? null : await startManager({ dbSync: p.dbSync === 'full' ? 'full' : 'normal', nodeFlags: nodeFlags(p) });
-  const server = m ?? (await startScript('bench/wire-floor.mjs', [String(tasks)]));
+  const floor = p.target === 'wire' || p.target === 'wire-sqlite';
+  const floorDir = p.target === 'wire-sqlite' ? tempDir('wire-sqlite') : null;
+  const m = floor ? null : await startManager({ dbSync: p.dbSync === 'full' ? 'full' : 'normal', nodeFlags: nodeFlags(p) });
+  const server = m ?? (await startScript('bench/wire-floor.mjs', [String(tasks), ...(floorDir ? [floorDir] : [])]));
   try {
     const jobId = m ? (await submitNoop(m, tasks)).jobId : null;
     let acked = 0;
@@ -92,6 +94,7 @@ async function dispatch(p: Params): Promise<Figures> {
   } finally {
     await server.stop();
     if (m) rmDir(m.dataDir);
+    if (floorDir) rmDir(floorDir);
   }
 }
 

@@ -1,19 +1,78 @@
-// The dispatch reference for everything but the database: the least a manager could do per task
-// on the worker channel. It speaks the worker protocol the simulated workers speak (hello ->
-// welcome, pull -> tasks, result -> acks) from memory: no SQLite, no validation, no metrics. Like
-// the manager it batches a turn's work: each session's acks and next tasks leave together, corked,
-// after the turn's messages were read. Run as its own process, like the manager.
-// Usage: node wire-floor.mjs <tasks>. Prints `listening on URL`.
+// The dispatch references for the worker channel: the least a manager could do per task. It speaks
+// the worker protocol the simulated workers speak (hello -> welcome, pull -> tasks, result -> acks),
+// with no validation and no metrics, and like the manager it batches a turn's work: each session's
+// acks and next tasks leave together, corked, after the turn's messages were read. Run as its own
+// process, like the manager.
+//
+//   node wire-floor.mjs <tasks>              tasks from memory: the wire alone
+//   node wire-floor.mjs <tasks> <data dir>   tasks in SQLite: the wire plus the raw claim+complete
+//     floor's statements (the manager's schema and pragmas, one transaction per turn completing the
+//     turn's results and claiming for every session with credits; no attempts, counters or
+//     fencing by worker). The least a manager on one event loop could do.
+//
+// Prints `listening on URL` once ready (after queueing the tasks, in SQLite mode).
 import http from 'node:http';
+import { join } from 'node:path';
 import { WebSocketServer } from 'ws';
+import { openDatabase } from '@pullman/store';
 
 const total = Number(process.argv[2]);
+const dataDir = process.argv[3];
 if (!Number.isSafeInteger(total) || total < 1) {
-  process.stderr.write('usage: wire-floor.mjs <tasks>\n');
+  process.stderr.write('usage: wire-floor.mjs <tasks> [data dir]\n');
   process.exit(2);
 }
 const SPEC = '{"command":["true"]}';
-let sent = 0;
+
+/** Where tasks come from: a counter, or the raw SQLite floor's statements. */
+const queue = dataDir ? sqliteQueue(join(dataDir, 'floor.db')) : memoryQueue();
+
+function memoryQueue() {
+  let sent = 0;
+  return {
+    turn(work) {
+      for (const w of work) {
+        const items = [];
+        while (w.credits > 0 && sent < total) {
+          w.credits--;
+          sent++;
+          items.push({ id: sent, lease: sent.toString(16).padStart(32, '0'), spec: SPEC });
+        }
+        w.claimed = items;
+      }
+    },
+  };
+}
+
+function sqliteQueue(path) {
+  const db = openDatabase({ path });
+  const now = Date.now();
+  db.prepare(`INSERT INTO jobs (name, state, sealed, created_at) VALUES ('floor', 'active', 1, ?)`).run(now);
+  const insert = db.prepare(`INSERT INTO tasks (job_id, key, state, priority, slots, spec, retries, created_at) VALUES (1, NULL, 'queued', 0, 1, ?, 0, ?)`);
+  const fill = db.transaction((n) => {
+    for (let i = 0; i < n; i++) insert.run(SPEC, now);
+  });
+  for (let i = 0; i < total; i += 1_000) fill(Math.min(1_000, total - i));
+  const claim = db.prepare(`
+    UPDATE tasks SET state = 'running', lease_id = ?, lease_expires_at = ?, worker_id = ?, session_id = ?, attempts = attempts + 1, started_at = ?
+    WHERE id IN (SELECT id FROM tasks WHERE state = 'queued' ORDER BY priority DESC, id LIMIT ?)
+    RETURNING id, spec`);
+  const complete = db.prepare(`
+    UPDATE tasks SET state = 'succeeded', finished_at = ?, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
+    WHERE id = ? AND lease_id = ? AND state = 'running'`);
+  let lease = 0;
+  const turn = db.transaction((work) => {
+    const t = Date.now();
+    for (const w of work) for (const r of w.results) complete.run(t, r.result, Number(r.taskId.slice('task-'.length)), r.leaseId);
+    for (const w of work) {
+      if (w.credits < 1) continue;
+      const l = String(++lease).padStart(32, '0');
+      w.claimed = claim.all(l, t + 30_000, w.id, w.id, t, w.credits).map((row) => ({ id: row.id, lease: l, spec: row.spec }));
+      w.credits -= w.claimed.length;
+    }
+  });
+  return { turn };
+}
 
 const server = http.createServer((req, res) => {
   res.writeHead(404).end();
@@ -24,19 +83,18 @@ let scheduled = false;
 
 function flush() {
   scheduled = false;
-  for (const s of sessions) {
+  const work = [...sessions];
+  queue.turn(work);
+  for (const s of work) {
     const frames = [];
-    if (s.acks.length > 0) {
-      frames.push(JSON.stringify({ type: 'acks', acks: s.acks }));
-      s.acks = [];
+    if (s.results.length > 0) {
+      frames.push(JSON.stringify({ type: 'acks', acks: s.results.map((r) => ({ taskId: r.taskId, leaseId: r.leaseId, status: 'recorded' })) }));
+      s.results = [];
     }
-    const items = [];
-    while (s.credits > 0 && sent < total) {
-      s.credits--;
-      sent++;
-      items.push(`{"taskId":"task-${sent}","jobId":"job-1","key":null,"attempt":1,"leaseId":"${sent.toString(16).padStart(32, '0')}","spec":${SPEC}}`);
+    if (s.claimed.length > 0) {
+      frames.push(`{"type":"tasks","tasks":[${s.claimed.map((t) => `{"taskId":"task-${t.id}","jobId":"job-1","key":null,"attempt":1,"leaseId":"${t.lease}","spec":${t.spec}}`).join(',')}]}`);
+      s.claimed = [];
     }
-    if (items.length > 0) frames.push(`{"type":"tasks","tasks":[${items.join(',')}]}`);
     if (frames.length === 0) continue;
     s.ws._socket.cork();
     for (const f of frames) s.ws.send(f);
@@ -46,16 +104,16 @@ function flush() {
 
 let workers = 0;
 wss.on('connection', (ws) => {
-  const s = { ws, credits: 0, acks: [] };
+  const s = { ws, id: `w-${++workers}`, credits: 0, results: [], claimed: [] };
   sessions.add(s);
   ws.on('message', (data) => {
     const m = JSON.parse(data.toString());
     if (m.type === 'hello') {
-      ws.send(JSON.stringify({ type: 'welcome', protocol: 1, workerId: `w-${++workers}`, sessionId: `s-${workers}`, heartbeatIntervalMs: 5_000, leaseTtlMs: 30_000, resumed: [], lost: [] }));
+      ws.send(JSON.stringify({ type: 'welcome', protocol: 1, workerId: s.id, sessionId: s.id, heartbeatIntervalMs: 5_000, leaseTtlMs: 30_000, resumed: [], lost: [] }));
       return;
     }
     if (m.type === 'pull') s.credits += m.credits;
-    else if (m.type === 'result') s.acks.push({ taskId: m.taskId, leaseId: m.leaseId, status: 'recorded' });
+    else if (m.type === 'result') s.results.push({ taskId: m.taskId, leaseId: m.leaseId, result: JSON.stringify(m.report) });
     if (!scheduled) {
       scheduled = true;
       setImmediate(flush);
