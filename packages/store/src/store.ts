@@ -193,6 +193,14 @@ interface WorkerRow {
   used_slots: number;
 }
 
+/** The columns of a running task that its ending attempt's row is made of. */
+interface RunningAttempt {
+  id: number;
+  attempts: number;
+  worker_id: string | null;
+  started_at: number | null;
+}
+
 /** A row leased by a dispatch round, as the raw lease statements return it. */
 type LeasedRow = [id: number, jobSeq: number, key: string | null, attempt: number, spec: string, leaseId: string, queuedAt: number];
 
@@ -345,7 +353,7 @@ export class TaskStore {
     const toCancel: LeaseToCancel[] = [];
     for (const row of this.s.runningTasksOfJob.all(jobSeq) as TaskRow[]) {
       toCancel.push({ workerId: row.worker_id!, taskId: formatTaskId(row.id), leaseId: row.lease_id! });
-      this.endAttempt(row.id, row.attempts, now, 'cancelled', null, { code: 'CANCELLED', message: 'job cancelled' });
+      this.endAttempt(row, now, 'cancelled', null, { code: 'CANCELLED', message: 'job cancelled' });
     }
     const queued = this.s.cancelQueuedOfJob.run(now, jobSeq).changes;
     const running = this.s.cancelRunningOfJob.run(now, jobSeq).changes;
@@ -377,7 +385,13 @@ export class TaskStore {
     const row = this.s.getTask.get(taskSeq) as TaskRow | undefined;
     if (!row) return null;
     const task = taskFromRow(row);
-    if (withHistory) task.history = (this.s.attemptsOfTask.all(taskSeq) as AttemptRow[]).map(attemptFromRow);
+    if (withHistory) {
+      task.history = (this.s.attemptsOfTask.all(taskSeq) as AttemptRow[]).map(attemptFromRow);
+      // The attempt in progress has no row yet: it is the task row's own.
+      if (row.state === 'running') {
+        task.history.push({ attempt: row.attempts, workerId: row.worker_id, startedAt: iso(row.started_at)!, endedAt: null, outcome: 'running', exitCode: null, error: null });
+      }
+    }
     return task;
   }
 
@@ -422,7 +436,7 @@ export class TaskStore {
     if (row.state === 'queued' || row.state === 'running') {
       if (row.state === 'running') {
         toCancel = { workerId: row.worker_id!, taskId: formatTaskId(row.id), leaseId: row.lease_id! };
-        this.endAttempt(row.id, row.attempts, now, 'cancelled', null, { code: 'CANCELLED', message: 'task cancelled' });
+        this.endAttempt(row, now, 'cancelled', null, { code: 'CANCELLED', message: 'task cancelled' });
       }
       this.s.setTaskTerminal.run('cancelled', now, null, taskSeq);
       this.applyCounts(row.job_id, { [row.state]: -1, cancelled: 1 });
@@ -501,8 +515,8 @@ export class TaskStore {
       }
     }
     if (leases.length === 0) return out;
-    // One UPDATE leases the whole round and one INSERT opens its attempts, however many
-    // workers share it. Why: two statements per worker were two per task at 64 x 1 (one task
+    // One UPDATE leases the whole round, however many workers share it (the attempt rows are
+    // written when the attempts end). Why: two statements per worker were two per task at 64 x 1 (one task
     // per worker per round), the largest single cost in the profiles (docs/benchmarks.md).
     // A round of one task (an idle worker meeting a fresh submission: the latency path) skips
     // the JSON round trip; measured ~15 µs less on an idle manager.
@@ -510,9 +524,6 @@ export class TaskStore {
     const rows = (leases.length === 1
       ? this.s.leaseTask.all({ expires, now, id: leases[0]![0], worker: leases[0]![1], session: leases[0]![2] })
       : this.s.leaseTasks.all({ expires, now, leases: JSON.stringify(leases) })) as LeasedRow[];
-    const workerOf = (id: number) => requests[owner.get(id)!]!.session.workerId;
-    if (rows.length === 1) this.s.insertAttempt.run({ now, id: rows[0]![0], attempt: rows[0]![3], worker: workerOf(rows[0]![0]) });
-    else if (rows.length > 1) this.s.insertAttempts.run({ now, opened: JSON.stringify(rows.map(([id, , , attempt]) => [id, attempt, workerOf(id)])) });
     // RETURNING has no defined order: restore the dealing order (queue order) of each share.
     const rank = new Map(leases.map(([id], i) => [id, i]));
     rows.sort((x, y) => rank.get(x[0])! - rank.get(y[0])!);
@@ -567,7 +578,7 @@ export class TaskStore {
         const it = items[i]!;
         return [it.lease.taskSeq, it.lease.leaseId, it.workerId, JSON.stringify(toTaskResult(it.report, null))];
       }));
-      const rows = this.s.completeLeasedBatch.all({ now, reports }) as Array<[id: number, jobSeq: number, attempt: number, workerId: string]>;
+      const rows = this.s.completeLeasedBatch.all({ now, reports }) as Array<[id: number, jobSeq: number, attempt: number, workerId: string, startedAt: number]>;
       const done = new Map<number, number>(); // task id -> job seq
       const perJob = new Map<number, number>();
       const perWorker = new Map<string, number>();
@@ -576,7 +587,7 @@ export class TaskStore {
         perJob.set(jobSeq, (perJob.get(jobSeq) ?? 0) + 1);
         perWorker.set(workerId, (perWorker.get(workerId) ?? 0) + 1);
       }
-      if (rows.length > 0) this.s.endAttemptsSucceeded.run({ now, closed: JSON.stringify(rows.map(([id, , attempt]) => [id, attempt])) });
+      if (rows.length > 0) this.s.insertSucceededAttempts.run({ now, ended: JSON.stringify(rows.map(([id, , attempt, workerId, startedAt]) => [id, attempt, workerId, startedAt])) });
       this.s.addWorkersSucceeded.run({ counts: JSON.stringify([...perWorker]) });
       for (const [jobSeq, n] of perJob) {
         this.applyCounts(jobSeq, { running: -n, succeeded: n });
@@ -599,10 +610,10 @@ export class TaskStore {
     const now = this.clock.now();
     // The fence and the write in one statement: it matches only the current lease.
     const row = this.s.completeLeased.get(now, JSON.stringify(toTaskResult(report, null)), lease.taskSeq, lease.leaseId, workerId) as
-      | { id: number; job_id: number; attempts: number }
+      | (RunningAttempt & { job_id: number })
       | undefined;
     if (!row) return { status: 'stale' };
-    this.endAttempt(row.id, row.attempts, now, 'succeeded', report.exitCode, null);
+    this.endAttempt(row, now, 'succeeded', report.exitCode, null);
     this.s.bumpWorkerSucceeded.run(workerId);
     this.applyCounts(row.job_id, { running: -1, succeeded: 1 });
     this.finishJobIfDone(row.job_id, now);
@@ -618,7 +629,7 @@ export class TaskStore {
     if (!row) return { status: 'stale' };
     const now = this.clock.now();
     const error = failureError(report);
-    this.endAttempt(row.id, row.attempts, now, report.timedOut ? 'timed-out' : 'failed', report.exitCode, error);
+    this.endAttempt(row, now, report.timedOut ? 'timed-out' : 'failed', report.exitCode, error);
     this.s.bumpWorkerFailed.run(workerId);
     const result = JSON.stringify(toTaskResult(report, error));
     if (row.failures < row.retries) {
@@ -690,7 +701,7 @@ export class TaskStore {
 
   /** One infrastructure loss: requeue, or fail with WORKER_LOST past the cap. */
   private loseTask(row: TaskRow, outcome: 'lost' | 'released', message: string, now: number): TaskState {
-    this.endAttempt(row.id, row.attempts, now, outcome, null, { code: 'WORKER_LOST', message });
+    this.endAttempt(row, now, outcome, null, { code: 'WORKER_LOST', message });
     if (row.losses < MAX_LOSSES) {
       this.s.requeueAfterLoss.run(now, row.id);
       this.applyCounts(row.job_id, { running: -1, queued: 1 });
@@ -704,8 +715,13 @@ export class TaskStore {
     return 'failed';
   }
 
-  private endAttempt(taskSeq: number, attempt: number, now: number, outcome: AttemptOutcome, exitCode: number | null, error: ErrorInfo | null): void {
-    this.s.endAttempt.run(now, outcome, exitCode, error ? JSON.stringify(error) : null, taskSeq, attempt);
+  /**
+   * Records an attempt that ended. Attempt rows are written once, when the attempt ends; the
+   * running attempt is the task row's own (`attempts`, `worker_id`, `started_at`), so a claim
+   * writes no attempt row (migration 3).
+   */
+  private endAttempt(run: RunningAttempt, now: number, outcome: AttemptOutcome, exitCode: number | null, error: ErrorInfo | null): void {
+    this.s.insertEndedAttempt.run(run.id, run.attempts, run.worker_id, run.started_at ?? now, now, outcome, exitCode, error ? JSON.stringify(error) : null);
   }
 
   // ---- workers -------------------------------------------------------------------------------
@@ -873,16 +889,12 @@ function prepare(db: Database.Database) {
                        session_id = @session, attempts = attempts + 1, started_at = @now
       WHERE id = @id AND state = 'queued'
       RETURNING id, job_id, key, attempts, spec, lease_id, coalesce(queued_at, created_at) AS queued_at`),
-    insertAttempt: p(`INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome) VALUES (@id, @attempt, @worker, @now, 'running')`),
-    // @opened: JSON array of [task id, attempt, worker id].
-    insertAttempts: p(`
-      INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome)
-      SELECT value ->> 0, value ->> 1, value ->> 2, @now, 'running' FROM json_each(@opened)`),
-    endAttempt: p(`UPDATE attempts SET ended_at = ?, outcome = ?, exit_code = ?, error = ? WHERE task_id = ? AND attempt = ?`),
+    insertEndedAttempt: p(`
+      INSERT INTO attempts (task_id, attempt, worker_id, started_at, ended_at, outcome, exit_code, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
     extendLeases: p(`UPDATE tasks SET lease_expires_at = ? WHERE worker_id = ? AND session_id = ? AND state = 'running'`),
     // Only the columns a report needs: spec and result can be large.
     currentLease: p(`
-      SELECT id, job_id, attempts, failures, retries, losses, worker_id FROM tasks
+      SELECT id, job_id, attempts, failures, retries, losses, worker_id, started_at FROM tasks
       WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'`),
     resumeLease: p(`
       UPDATE tasks SET session_id = ?, lease_expires_at = ?
@@ -890,19 +902,18 @@ function prepare(db: Database.Database) {
     completeLeased: p(`
       UPDATE tasks SET state = 'succeeded', finished_at = ?, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'
-      RETURNING id, job_id, attempts`),
+      RETURNING id, job_id, attempts, worker_id, started_at`),
     // Fences and completes many leases; @reports is a JSON array of
     // [task id, lease id, worker id, result as JSON text]. Only current leases match.
     completeLeasedBatch: raw(`
       UPDATE tasks SET state = 'succeeded', finished_at = @now, result = r.result, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease, value ->> 2 AS worker, value ->> 3 AS result FROM json_each(@reports)) AS r
       WHERE tasks.id = r.id AND tasks.lease_id = r.lease AND tasks.worker_id = r.worker AND tasks.state = 'running'
-      RETURNING tasks.id, job_id, attempts, worker_id`),
-    // @closed: JSON array of [task id, attempt].
-    endAttemptsSucceeded: p(`
-      UPDATE attempts SET ended_at = @now, outcome = 'succeeded', exit_code = 0, error = NULL
-      FROM (SELECT value ->> 0 AS task_id, value ->> 1 AS attempt FROM json_each(@closed)) AS c
-      WHERE attempts.task_id = c.task_id AND attempts.attempt = c.attempt`),
+      RETURNING tasks.id, job_id, attempts, worker_id, started_at`),
+    // @ended: JSON array of [task id, attempt, worker id, started at].
+    insertSucceededAttempts: p(`
+      INSERT INTO attempts (task_id, attempt, worker_id, started_at, ended_at, outcome, exit_code, error)
+      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, @now, 'succeeded', 0, NULL FROM json_each(@ended)`),
     setTaskTerminal: p(`
       UPDATE tasks SET state = ?, finished_at = ?, result = coalesce(?, result), lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE id = ?`),

@@ -105,13 +105,14 @@ export function assertConsistent(store: TaskStore): void {
     SELECT id, state, lease_id FROM tasks
     WHERE (state = 'running') <> (lease_id IS NOT NULL AND lease_expires_at IS NOT NULL AND session_id IS NOT NULL)`).all();
   expect(badLeases, 'tasks whose lease does not match their state').toEqual([]);
-  // The open attempt of a task is its latest, and only running tasks have one.
+  // Attempt rows are written when attempts end: none is open, and a task has one per attempt
+  // but the one it is running (which is the task row's own).
   const badAttempts = db.prepare(`
-    SELECT t.id, t.state, t.attempts, (SELECT group_concat(attempt) FROM attempts a WHERE a.task_id = t.id AND a.outcome = 'running') AS open
+    SELECT t.id, t.state, t.attempts, (SELECT count(*) FROM attempts a WHERE a.task_id = t.id) AS n_rows
     FROM tasks t
-    WHERE (t.state = 'running' AND coalesce(open, '') <> CAST(t.attempts AS TEXT))
-       OR (t.state <> 'running' AND open IS NOT NULL)
-       OR (SELECT count(*) FROM attempts a WHERE a.task_id = t.id) <> t.attempts`).all();
+    WHERE (SELECT count(*) FROM attempts a WHERE a.task_id = t.id) <> t.attempts - (t.state = 'running')
+       OR EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = t.id AND (a.outcome = 'running' OR a.ended_at IS NULL))
+       OR EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = t.id AND a.attempt > t.attempts)`).all();
   expect(badAttempts, 'tasks whose attempts disagree with their state').toEqual([]);
 }
 

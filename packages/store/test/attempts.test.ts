@@ -1,0 +1,52 @@
+/**
+ * Attempt history: a row per attempt that ended, written when it ends; the attempt in progress
+ * is the task row's own (migration 3).
+ */
+import { describe, expect, it } from 'vitest';
+import { schemaVersion } from '../src/index.js';
+import { T0, assertConsistent, failed, lease, openStore, reopen, report, session } from './helpers.js';
+
+describe('attempt history', () => {
+  it('writes no attempt row at claim, and one when the attempt ends', () => {
+    const { store, clock } = openStore();
+    store.createJob({ tasks: [{ shell: 'x', retries: 1 }] });
+    const [first] = store.claimTasks(session(), [], 1);
+    expect(store.db.prepare('SELECT count(*) AS n FROM attempts').get()).toEqual({ n: 0 });
+    clock.advance(100);
+    store.reportExecution('w-1', lease(first!), failed(3));
+    clock.advance(100);
+    const [second] = store.claimTasks(session('w-2', 's-2'), [], 1);
+    expect(store.getTask(1)!.history).toEqual([
+      { attempt: 1, workerId: 'w-1', startedAt: new Date(T0).toISOString(), endedAt: new Date(T0 + 100).toISOString(), outcome: 'failed', exitCode: 3, error: { code: 'NONZERO_EXIT', message: 'exited with code 3' } },
+      { attempt: 2, workerId: 'w-2', startedAt: new Date(T0 + 200).toISOString(), endedAt: null, outcome: 'running', exitCode: null, error: null },
+    ]);
+    clock.advance(100);
+    store.settleReports([{ workerId: 'w-2', lease: lease(second!), report: report() }]);
+    expect(store.getTask(1)!.history!.map((h) => [h.attempt, h.workerId, h.outcome, h.startedAt, h.endedAt])).toEqual([
+      [1, 'w-1', 'failed', new Date(T0).toISOString(), new Date(T0 + 100).toISOString()],
+      [2, 'w-2', 'succeeded', new Date(T0 + 200).toISOString(), new Date(T0 + 300).toISOString()],
+    ]);
+  });
+
+  it('upgrades a version-2 database: open attempt rows go, and the running attempt still shows', () => {
+    const { store, path } = openStore();
+    store.createJob({ tasks: [{ shell: 'x' }] });
+    const [running] = store.claimTasks(session(), [], 1);
+    // As version 2 left it: an open row for the running attempt.
+    store.db.prepare(`INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome) VALUES (1, 1, 'w-1', ?, 'running')`).run(T0);
+    store.db.pragma('user_version = 2');
+    store.close();
+
+    const upgraded = reopen(path);
+    try {
+      expect(schemaVersion(upgraded.db)).toBe(3);
+      expect(upgraded.db.prepare('SELECT count(*) AS n FROM attempts').get()).toEqual({ n: 0 });
+      expect(upgraded.getTask(1)!.history).toEqual([{ attempt: 1, workerId: 'w-1', startedAt: new Date(T0).toISOString(), endedAt: null, outcome: 'running', exitCode: null, error: null }]);
+      expect(upgraded.reportExecution('w-1', lease(running!), report())).toMatchObject({ status: 'recorded', taskState: 'succeeded' });
+      expect(upgraded.getTask(1)!.history!.map((h) => h.outcome)).toEqual(['succeeded']);
+      assertConsistent(upgraded);
+    } finally {
+      upgraded.close();
+    }
+  });
+});
