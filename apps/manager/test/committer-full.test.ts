@@ -16,18 +16,26 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
+/** A store with room for 8 more pages, and its committer. */
+function nearlyFull(): { store: TaskStore; committer: GroupCommitter } {
+  const dir = mkdtempSync(join(tmpdir(), 'pullman-full-'));
+  dirs.push(dir);
+  const path = join(dir, 'pullman.db');
+  const probe = new TaskStore({ path, leaseTtlMs: 30_000 });
+  const pages = probe.db.pragma('page_count', { simple: true }) as number;
+  probe.close();
+  const store = new TaskStore({ path, leaseTtlMs: 30_000, maxPages: pages + 8 });
+  return { store, committer: new GroupCommitter(store) };
+}
+
+/** A job far bigger than 8 pages: SQLITE_FULL. */
+const hugeJob = (store: TaskStore) => store.createJob({ name: 'huge', tasks: Array.from({ length: 200 }, () => ({ shell: 'true', meta: { pad: 'x'.repeat(4096) } })) });
+
 describe('group commit on a full database', () => {
   it('fails every operation of the batch and stores none of them', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pullman-full-'));
-    dirs.push(dir);
-    const path = join(dir, 'pullman.db');
-    const probe = new TaskStore({ path, leaseTtlMs: 30_000 });
-    const pages = probe.db.pragma('page_count', { simple: true }) as number;
-    probe.close();
-    const store = new TaskStore({ path, leaseTtlMs: 30_000, maxPages: pages + 8 });
-    const committer = new GroupCommitter(store);
+    const { store, committer } = nearlyFull();
     const small = (name: string) => () => store.createJob({ name, tasks: [{ shell: 'true' }] });
-    const huge = () => store.createJob({ name: 'huge', tasks: Array.from({ length: 200 }, () => ({ shell: 'true', meta: { pad: 'x'.repeat(4096) } })) });
+    const huge = () => hugeJob(store);
 
     const outcomes = await Promise.allSettled([committer.run(small('before')), committer.run(huge), committer.run(small('after-1')), committer.run(small('after-2'))]);
     expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
@@ -42,15 +50,8 @@ describe('group commit on a full database', () => {
   });
 
   it('calls every runThen callback with the error, including those of operations that never ran', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pullman-full-'));
-    dirs.push(dir);
-    const path = join(dir, 'pullman.db');
-    const probe = new TaskStore({ path, leaseTtlMs: 30_000 });
-    const pages = probe.db.pragma('page_count', { simple: true }) as number;
-    probe.close();
-    const store = new TaskStore({ path, leaseTtlMs: 30_000, maxPages: pages + 8 });
-    const committer = new GroupCommitter(store);
-    const huge = () => store.createJob({ name: 'huge', tasks: Array.from({ length: 200 }, () => ({ shell: 'true', meta: { pad: 'x'.repeat(4096) } })) });
+    const { store, committer } = nearlyFull();
+    const huge = () => hugeJob(store);
     const ran: string[] = [];
     const settled: Array<[string, boolean, string | undefined]> = [];
     const op = (name: string, fn: () => unknown) => committer.runThen(() => {
