@@ -257,8 +257,6 @@ export class TaskStore {
     return this.inTransaction(fn) as T;
   }
 
-
-
   close(): void {
     if (!this.db.open) return;
     this.checkpointer?.stop();
@@ -469,8 +467,8 @@ export class TaskStore {
   claimBatch(requests: ReadonlyArray<ClaimRequest>): ClaimedTask[][] {
     const now = this.clock.now();
     const out: ClaimedTask[][] = requests.map(() => []);
-    const owner = new Map<number, number>(); // task id -> index of the request it was dealt to
-    const slotsOf = new Map<number, number>();
+    // Task id -> the request it was dealt to, its slots, and its place in the dealing order.
+    const dealt = new Map<number, { request: number; slots: number; rank: number }>();
     const leases: Array<[taskSeq: number, workerId: string, sessionId: string]> = [];
     const groups = new Map<string, number[]>();
     requests.forEach((r, i) => {
@@ -493,7 +491,7 @@ export class TaskStore {
         : this.s.claimCandidates.all({ freeSlots, labels, limit })) as Array<[id: number, slots: number]>;
       let next = 0;
       for (const [id, slots] of candidates) {
-        if (owner.has(id)) continue;
+        if (dealt.has(id)) continue;
         // The next member (round-robin) with room for this task, if any.
         let k = -1;
         for (let step = 0; step < members.length; step++) {
@@ -508,29 +506,24 @@ export class TaskStore {
         room[k]! -= 1;
         next = (k + 1) % members.length;
         const { session } = requests[members[k]!]!;
-        owner.set(id, members[k]!);
-        slotsOf.set(id, slots);
+        dealt.set(id, { request: members[k]!, slots, rank: leases.length });
         leases.push([id, session.workerId, session.sessionId]);
         if (free.every((f, m) => f === 0 || room[m] === 0)) break;
       }
     }
     if (leases.length === 0) return out;
     // One UPDATE leases the whole round, however many workers share it (the attempt rows are
-    // written when the attempts end). Why: two statements per worker were two per task at 64 x 1 (one task
-    // per worker per round), the largest single cost in the profiles (docs/benchmarks.md).
-    // A round of one task (an idle worker meeting a fresh submission: the latency path) skips
-    // the JSON round trip; measured ~15 µs less on an idle manager.
-    const expires = now + this.leaseTtlMs;
-    const rows = (leases.length === 1
-      ? this.s.leaseTask.all({ expires, now, id: leases[0]![0], worker: leases[0]![1], session: leases[0]![2] })
-      : this.s.leaseTasks.all({ expires, now, leases: JSON.stringify(leases) })) as LeasedRow[];
+    // written when the attempts end). Why: two statements per worker were two per task at
+    // 64 x 1 (one task per worker per round), the largest single cost in the profiles
+    // (docs/benchmarks.md).
+    const rows = this.s.leaseTasks.all({ expires: now + this.leaseTtlMs, now, leases: JSON.stringify(leases) }) as LeasedRow[];
     // RETURNING has no defined order: restore the dealing order (queue order) of each share.
-    const rank = new Map(leases.map(([id], i) => [id, i]));
-    rows.sort((x, y) => rank.get(x[0])! - rank.get(y[0])!);
+    rows.sort((x, y) => dealt.get(x[0])!.rank - dealt.get(y[0])!.rank);
     const perJob = new Map<number, number>();
     for (const [id, jobSeq, key, attempt, spec, leaseId, queuedAt] of rows) {
+      const { request, slots } = dealt.get(id)!;
       perJob.set(jobSeq, (perJob.get(jobSeq) ?? 0) + 1);
-      out[owner.get(id)!]!.push({ taskId: formatTaskId(id), jobId: formatJobId(jobSeq), key, attempt, leaseId, slots: slotsOf.get(id)!, specJson: spec, queuedAt });
+      out[request]!.push({ taskId: formatTaskId(id), jobId: formatJobId(jobSeq), key, attempt, leaseId, slots, specJson: spec, queuedAt });
     }
     for (const [jobSeq, n] of perJob) this.applyCounts(jobSeq, { queued: -n, running: n });
     return out;
@@ -884,11 +877,6 @@ function prepare(db: Database.Database) {
       FROM (SELECT value ->> 0 AS id, value ->> 1 AS worker, value ->> 2 AS session FROM json_each(@leases)) AS l
       WHERE tasks.id = l.id AND tasks.state = 'queued'
       RETURNING tasks.id, job_id, key, attempts, spec, lease_id, coalesce(queued_at, created_at) AS queued_at`),
-    leaseTask: raw(`
-      UPDATE tasks SET state = 'running', lease_id = lower(hex(randomblob(16))), lease_expires_at = @expires, worker_id = @worker,
-                       session_id = @session, attempts = attempts + 1, started_at = @now
-      WHERE id = @id AND state = 'queued'
-      RETURNING id, job_id, key, attempts, spec, lease_id, coalesce(queued_at, created_at) AS queued_at`),
     insertEndedAttempt: p(`
       INSERT INTO attempts (task_id, attempt, worker_id, started_at, ended_at, outcome, exit_code, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
     extendLeases: p(`UPDATE tasks SET lease_expires_at = ? WHERE worker_id = ? AND session_id = ? AND state = 'running'`),
