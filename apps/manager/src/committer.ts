@@ -132,9 +132,7 @@ export class GroupCommitter {
     } catch (err) {
       // The commit itself failed (e.g. disk full): nothing in the batch is durable.
       const error = coerceError(err);
-      const failed = [...batch, ...this.pending.splice(0)];
-      for (const p of failed) if (p.immediate) this.settleNow(p, { ok: false, error });
-      for (const p of failed) if (!p.immediate) p.settle({ ok: false, error });
+      this.settleAll([...batch, ...this.pending.splice(0)], () => ({ ok: false, error }));
       return;
     } finally {
       this.flushing = false;
@@ -142,15 +140,22 @@ export class GroupCommitter {
     if (batch.length === 0) return;
     this.stats.transactions++;
     this.stats.operations += batch.length;
-    batch.forEach((p, i) => p.immediate && this.settleNow(p, outcomes[i]!));
-    batch.forEach((p, i) => !p.immediate && p.settle(outcomes[i]!));
+    this.settleAll(batch, (i) => outcomes[i]!);
   }
 
-  private settleNow(p: Pending, outcome: Outcome<unknown>): void {
-    try {
-      p.settle(outcome);
-    } catch (err) {
-      this.onSettleError(err);
-    }
+  /**
+   * The runThen callbacks first, synchronously (one that throws is reported and the rest still
+   * run), then the promises of run().
+   */
+  private settleAll(ops: readonly Pending[], outcomeOf: (index: number) => Outcome<unknown>): void {
+    ops.forEach((p, i) => {
+      if (!p.immediate) return;
+      try {
+        p.settle(outcomeOf(i));
+      } catch (err) {
+        this.onSettleError(err);
+      }
+    });
+    ops.forEach((p, i) => !p.immediate && p.settle(outcomeOf(i)));
   }
 }
