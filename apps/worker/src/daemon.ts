@@ -125,8 +125,9 @@ export class WorkerDaemon {
     this.workerId = await readFile(this.idFile, 'utf8').then((s) => s.trim() || null, () => null);
     // A task that finished just before the crash has its result in the outbox: that result is
     // sent on connect, so releasing its lease first would requeue a task that already ran.
-    const reported = new Set((await this.outbox.pending()).map((p) => `${p.taskId}/${p.leaseId}`));
-    this.orphanedLeases = (await this.reapOrphans()).filter((o) => !reported.has(`${o.taskId}/${o.leaseId}`));
+    const orphans = await this.reapOrphans();
+    const reported = await Promise.all(orphans.map((o) => this.outbox.holds(o.taskId, o.leaseId)));
+    this.orphanedLeases = orphans.filter((_, i) => !reported[i]);
     // Entries of running attempts are named <taskId>.<attempt>[...]: never swept while in use.
     this.stopJanitor = startJanitor(this.config.workDir, this.config.logRetentionMs, this.log, () => this.activeEntries());
     this.setState('connecting');

@@ -163,9 +163,7 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
       void (async () => {
         await Promise.all([stdoutLog.end(), stderrLog.end()]);
         const durationMs = Math.round(performance.now() - started);
-        const { output, error: outputError, exists } = spawnError ? { output: null, error: null, exists: false } : await readOutput(paths.output);
-        // It travels in the result from here on.
-        if (exists) await removeFile(paths.output).catch(() => {});
+        const { output, error: outputError } = spawnError ? { output: null, error: null } : await readOutput(paths.output);
         const report: ExecutionReport = {
           exitCode: spawnError ? null : code,
           signal: signal ?? null,
@@ -180,7 +178,11 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
           error: spawnError ?? (code === 0 ? outputError : null),
         };
         const succeeded = report.exitCode === 0 && report.error === null && stopReason === null;
-        if (succeeded || !o.keepFailedScratch) await removeDir(paths.scratch).catch(() => {});
+        // The output travels in the result from here on; both removals run at once.
+        await Promise.all([
+          removeFile(paths.output).catch(() => {}),
+          succeeded || !o.keepFailedScratch ? removeDir(paths.scratch).catch(() => {}) : null,
+        ]);
         resolve(report);
       })();
     });
@@ -216,28 +218,28 @@ function failedToStart(task: TaskAssignment, error: ErrorInfo, started: number):
  * Reads the JSON a task wrote to $PULLMAN_OUTPUT. No file means no output. A file that is not
  * JSON, or larger than 1 MiB, fails the attempt: the task promised a result and broke it.
  */
-async function readOutput(path: string): Promise<{ output: unknown; error: ErrorInfo | null; exists: boolean }> {
+async function readOutput(path: string): Promise<{ output: unknown; error: ErrorInfo | null }> {
   let size: number;
   try {
     const s = await stat(path);
     // A directory or a FIFO would make the read below throw or block forever.
-    if (!s.isFile()) return { output: null, error: { code: 'OUTPUT_INVALID', message: '$PULLMAN_OUTPUT is not a regular file' }, exists: true };
+    if (!s.isFile()) return { output: null, error: { code: 'OUTPUT_INVALID', message: '$PULLMAN_OUTPUT is not a regular file' } };
     size = s.size;
   } catch {
-    return { output: null, error: null, exists: false };
+    return { output: null, error: null };
   }
-  if (size > MAX_OUTPUT_BYTES) return { output: null, error: { code: 'OUTPUT_TOO_LARGE', message: `$PULLMAN_OUTPUT is ${size} bytes; the limit is ${MAX_OUTPUT_BYTES}` }, exists: true };
+  if (size > MAX_OUTPUT_BYTES) return { output: null, error: { code: 'OUTPUT_TOO_LARGE', message: `$PULLMAN_OUTPUT is ${size} bytes; the limit is ${MAX_OUTPUT_BYTES}` } };
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` }, exists: true };
+    return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` } };
   }
-  if (text.trim() === '') return { output: null, error: null, exists: true };
+  if (text.trim() === '') return { output: null, error: null };
   try {
-    return { output: JSON.parse(text) as unknown, error: null, exists: true };
+    return { output: JSON.parse(text) as unknown, error: null };
   } catch (err) {
-    return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT is not valid JSON: ${(err as Error).message}` }, exists: true };
+    return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT is not valid JSON: ${(err as Error).message}` } };
   }
 }
 
