@@ -11,6 +11,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { openDatabase } from '@pullman/store';
+import { openFloor } from './sqlite-floor.mjs';
 import {
   ROOT,
   WORKER_JS,
@@ -130,30 +131,15 @@ async function sqliteFloor(p: Params): Promise<Figures> {
   const batch = num(p, 'batch', 16);
   const dir = tempDir('floor');
   try {
-    const db = openDatabase({ path: join(dir, 'floor.db'), sync: p.dbSync === 'full' ? 'full' : 'normal' });
-    const now = Date.now();
-    db.prepare(`INSERT INTO jobs (name, state, sealed, created_at) VALUES ('floor', 'active', 1, ?)`).run(now);
-    const insert = db.prepare(`INSERT INTO tasks (job_id, key, state, priority, slots, spec, retries, created_at) VALUES (1, NULL, 'queued', 0, 1, ?, 0, ?)`);
-    const spec = JSON.stringify({ command: ['true'] });
-    const fill = db.transaction((n: number) => {
-      for (let i = 0; i < n; i++) insert.run(spec, now);
-    });
-    for (let i = 0; i < tasks; i += 1_000) fill(Math.min(1_000, tasks - i));
-    const claim = db.prepare(`
-      UPDATE tasks SET state = 'running', lease_id = ?, lease_expires_at = ?, worker_id = 'w', session_id = 's', attempts = attempts + 1, started_at = ?
-      WHERE id IN (SELECT id FROM tasks WHERE state = 'queued' ORDER BY priority DESC, id LIMIT ?)
-      RETURNING id, spec`);
-    const complete = db.prepare(`
-      UPDATE tasks SET state = 'succeeded', finished_at = ?, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
-      WHERE id = ? AND lease_id = ? AND state = 'running'`);
+    const { db, claim, complete } = openFloor(join(dir, 'floor.db'), tasks, p.dbSync === 'full' ? 'full' : 'normal');
     const result = JSON.stringify({ exitCode: 0, signal: null, durationMs: 0, stdoutTail: '', stderrTail: '', output: null, error: null });
     let lease = 0;
     const claimTx = db.transaction(() => {
       const l = String(++lease);
-      return { l, rows: claim.all(l, Date.now() + 30_000, Date.now(), batch) as Array<{ id: number }> };
+      return { l, rows: claim(l, 'w', Date.now(), batch) };
     });
     const completeTx = db.transaction((l: string, rows: Array<{ id: number }>) => {
-      for (const r of rows) if (complete.run(Date.now(), result, r.id, l).changes !== 1) throw new Error('floor: complete missed');
+      for (const r of rows) if (!complete(Date.now(), result, r.id, l)) throw new Error('floor: complete missed');
     });
     let done = 0;
     const t0 = performance.now();
@@ -204,18 +190,12 @@ async function latency(p: Params): Promise<Figures> {
       jobPath = `/v1/jobs/${job.id}/tasks`;
     }
     let received: ((at: number) => void) | null = null;
-    const sim = new SimWorker({ url, token: workerToken, name: 'lat', slots: 1, onTasks: (tasks, at) => {
+    // Against the manager the worker reports and re-grants its credit in one turn, like
+    // apps/worker (autoComplete), so every sample starts with it waiting; the relay has no acks.
+    const sim = new SimWorker({ url, token: workerToken, name: 'lat', slots: 1, autoComplete: !relay, raw: relay, onTasks: (tasks, at) => {
       received?.(at);
-      for (const t of tasks) {
-        if (relay) sim.acked++;
-        else {
-          // Like apps/worker: the result, then the freed slot's credit, together. The worker
-          // then waits with its credit granted before the next sample starts.
-          sim.send(`{"type":"result","taskId":"${t.taskId}","leaseId":"${t.leaseId}","report":{"exitCode":0,"signal":null,"timedOut":false,"cancelled":false,"durationMs":0,"stdoutTail":"","stderrTail":"","output":null,"error":null}}`);
-          sim.pull(1);
-        }
-      }
-    }, raw: relay });
+      if (relay) sim.acked += tasks.length;
+    } });
     sim.connect();
     await within(15_000, 'latency worker ready', sim.waitWelcome());
     if (!relay) sim.pull(1);

@@ -14,7 +14,7 @@
 import http from 'node:http';
 import { join } from 'node:path';
 import { WebSocketServer } from 'ws';
-import { openDatabase } from '@pullman/store';
+import { openFloor } from './sqlite-floor.mjs';
 
 const total = Number(process.argv[2]);
 const dataDir = process.argv[3];
@@ -45,29 +45,15 @@ function memoryQueue() {
 }
 
 function sqliteQueue(path) {
-  const db = openDatabase({ path });
-  const now = Date.now();
-  db.prepare(`INSERT INTO jobs (name, state, sealed, created_at) VALUES ('floor', 'active', 1, ?)`).run(now);
-  const insert = db.prepare(`INSERT INTO tasks (job_id, key, state, priority, slots, spec, retries, created_at) VALUES (1, NULL, 'queued', 0, 1, ?, 0, ?)`);
-  const fill = db.transaction((n) => {
-    for (let i = 0; i < n; i++) insert.run(SPEC, now);
-  });
-  for (let i = 0; i < total; i += 1_000) fill(Math.min(1_000, total - i));
-  const claim = db.prepare(`
-    UPDATE tasks SET state = 'running', lease_id = ?, lease_expires_at = ?, worker_id = ?, session_id = ?, attempts = attempts + 1, started_at = ?
-    WHERE id IN (SELECT id FROM tasks WHERE state = 'queued' ORDER BY priority DESC, id LIMIT ?)
-    RETURNING id, spec`);
-  const complete = db.prepare(`
-    UPDATE tasks SET state = 'succeeded', finished_at = ?, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
-    WHERE id = ? AND lease_id = ? AND state = 'running'`);
+  const { db, claim, complete } = openFloor(path, total);
   let lease = 0;
   const turn = db.transaction((work) => {
     const t = Date.now();
-    for (const w of work) for (const r of w.results) complete.run(t, r.result, Number(r.taskId.slice('task-'.length)), r.leaseId);
+    for (const w of work) for (const r of w.results) complete(t, r.result, Number(r.taskId.slice('task-'.length)), r.leaseId);
     for (const w of work) {
       if (w.credits < 1) continue;
       const l = String(++lease).padStart(32, '0');
-      w.claimed = claim.all(l, t + 30_000, w.id, w.id, t, w.credits).map((row) => ({ id: row.id, lease: l, spec: row.spec }));
+      w.claimed = claim(l, w.id, t, w.credits).map((row) => ({ id: row.id, lease: l, spec: row.spec }));
       w.credits -= w.claimed.length;
     }
   });
