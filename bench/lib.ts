@@ -227,6 +227,11 @@ export interface SimWorkerOptions {
   slots: number;
   /** Run tasks at once: answer each delivery with results and re-grant the credits. */
   autoComplete?: boolean;
+  /**
+   * The newest protocol version to offer in hello (default 2). The session speaks what welcome
+   * says: on 2 a delivery's results go back in one `results` frame, on 1 one `result` frame each.
+   */
+  protocol?: number;
   onTasks?: (tasks: Array<{ taskId: string; leaseId: string }>, at: number) => void;
   onAcks?: (n: number) => void;
   /** Send heartbeats every welcome.heartbeatIntervalMs, first one at a random phase. */
@@ -254,6 +259,8 @@ export class SimWorker {
   private retryTimer: NodeJS.Timeout | null = null;
   private attempt = 0;
   private stopped = false;
+  /** The version welcome agreed on. */
+  private protocol = 1;
   private welcomeWaiters: Array<() => void> = [];
 
   constructor(readonly o: SimWorkerOptions) {}
@@ -268,7 +275,7 @@ export class SimWorker {
         for (const w of this.welcomeWaiters.splice(0)) w();
         return;
       }
-      ws.send(JSON.stringify({ type: 'hello', protocol: 1, ...(this.workerId ? { workerId: this.workerId } : {}), name: this.o.name, hostname: 'bench', slots: this.o.slots, labels: [], version: 'bench', vm: null, running: [] }));
+      ws.send(JSON.stringify({ type: 'hello', protocol: this.o.protocol ?? 2, ...(this.workerId ? { workerId: this.workerId } : {}), name: this.o.name, hostname: 'bench', slots: this.o.slots, labels: [], version: 'bench', vm: null, running: [] }));
     });
     ws.on('message', (data) => this.onMessage(data.toString()));
     ws.on('error', () => {}); // 'close' follows
@@ -308,6 +315,7 @@ export class SimWorker {
     switch (msg.type) {
       case 'welcome': {
         this.workerId = msg.workerId as string;
+        this.protocol = msg.protocol as number;
         this.connected = true;
         this.welcomed++;
         this.attempt = 0;
@@ -326,12 +334,16 @@ export class SimWorker {
         const tasks = msg.tasks as Array<{ taskId: string; leaseId: string; spec: { slots?: number } }>;
         this.o.onTasks?.(tasks, at);
         if (this.o.autoComplete) {
+          // As apps/worker does: the turn's results, then one pull with their slots, corked.
           let credits = 0;
-          for (const t of tasks) {
-            this.send(`{"type":"result","taskId":"${t.taskId}","leaseId":"${t.leaseId}","report":${REPORT_JSON}}`);
-            credits += t.spec.slots ?? 1;
-          }
+          for (const t of tasks) credits += t.spec.slots ?? 1;
+          const results = tasks.map((t) => `{"taskId":"${t.taskId}","leaseId":"${t.leaseId}","report":${REPORT_JSON}}`);
+          const tcp = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } } | null)?._socket;
+          tcp?.cork();
+          if (this.protocol >= 2) this.send(`{"type":"results","results":[${results.join(',')}]}`);
+          else for (const r of results) this.send(`{"type":"result",${r.slice(1)}`);
           this.pull(credits);
+          tcp?.uncork();
         }
         return;
       }

@@ -65,7 +65,7 @@ async function dispatch(p: Params): Promise<Figures> {
     let done!: () => void;
     const allAcked = new Promise<void>((r) => (done = r));
     const sims = Array.from({ length: workers }, (_, i) => new SimWorker({
-      url: server.url, token: m?.workerToken ?? 'x', name: `sim-${i}`, slots, autoComplete: true,
+      url: server.url, token: m?.workerToken ?? 'x', name: `sim-${i}`, slots, autoComplete: true, protocol: num(p, 'protocol', 2),
       onAcks: (n) => {
         acked += n;
         if (acked >= tasks) done();

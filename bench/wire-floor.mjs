@@ -1,5 +1,5 @@
 // The dispatch references for the worker channel: the least a manager could do per task. It speaks
-// the worker protocol the simulated workers speak (hello -> welcome, pull -> tasks, result -> acks),
+// the worker protocol the simulated workers speak (hello -> welcome, pull -> tasks, results -> acks),
 // with no validation and no metrics, and like the manager it batches a turn's work: each session's
 // acks and next tasks leave together, corked, after the turn's messages were read. Run as its own
 // process, like the manager.
@@ -95,10 +95,11 @@ wss.on('connection', (ws) => {
   ws.on('message', (data) => {
     const m = JSON.parse(data.toString());
     if (m.type === 'hello') {
-      ws.send(JSON.stringify({ type: 'welcome', protocol: 1, workerId: s.id, sessionId: s.id, heartbeatIntervalMs: 5_000, leaseTtlMs: 30_000, resumed: [], lost: [] }));
+      ws.send(JSON.stringify({ type: 'welcome', protocol: Math.min(m.protocol, 2), workerId: s.id, sessionId: s.id, heartbeatIntervalMs: 5_000, leaseTtlMs: 30_000, resumed: [], lost: [] }));
       return;
     }
     if (m.type === 'pull') s.credits += m.credits;
+    else if (m.type === 'results') for (const r of m.results) s.results.push({ taskId: r.taskId, leaseId: r.leaseId, result: JSON.stringify(r.report) });
     else if (m.type === 'result') s.results.push({ taskId: m.taskId, leaseId: m.leaseId, result: JSON.stringify(m.report) });
     if (!scheduled) {
       scheduled = true;

@@ -11,6 +11,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { WebSocket } from 'ws';
 import {
   CLOSE_CODES,
+  MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
   PullmanError,
   WorkerMessage,
@@ -19,7 +20,7 @@ import {
   type HelloMessage,
   type AckStatus,
   type ManagerMessage,
-  type ResultMessage,
+  type ResultItem,
   type TaskState,
   type WorkerMessage as WorkerMessageT,
 } from '@pullman/protocol';
@@ -43,6 +44,8 @@ interface Session {
   readonly socket: WebSocket;
   readonly remote: string;
   phase: SessionPhase;
+  /** The protocol version agreed at hello (the lower of the worker's and ours). */
+  protocol: number;
   workerId: string | null;
   name: string;
   labels: string[];
@@ -74,7 +77,7 @@ export class WorkerGateway {
   private readonly byWorker = new Map<string, Session>();
   private dispatchScheduled = false;
   /** Results received this turn, settled together by the next group commit. */
-  private results: Array<{ session: Session; item: ReportItem; msg: ResultMessage }> = [];
+  private results: Array<{ session: Session; item: ReportItem; msg: ResultItem }> = [];
   private closing = false;
   private readonly now: () => number;
 
@@ -102,6 +105,7 @@ export class WorkerGateway {
       socket,
       remote,
       phase: 'awaiting-hello',
+      protocol: MIN_PROTOCOL_VERSION,
       workerId: null,
       name: '',
       labels: [],
@@ -182,6 +186,7 @@ export class WorkerGateway {
 
   private async handle(s: Session, msg: WorkerMessageT): Promise<void> {
     if (s.phase === 'closed') return;
+    this.o.metrics.workerMessage(msg.type);
     if (s.phase === 'awaiting-hello') {
       if (msg.type !== 'hello') return this.protocolError(s, `expected hello first, got ${msg.type}`);
       return this.onHello(s, msg);
@@ -198,12 +203,12 @@ export class WorkerGateway {
       case 'heartbeat':
         await this.o.committer.run(() => this.o.store.extendLeases({ workerId, sessionId: s.id }), HOT);
         return;
-      case 'result': {
-        const taskSeq = parseTaskId(msg.taskId);
-        if (taskSeq === null) return this.settled(s, msg, { status: 'stale' });
-        this.queueResult(s, { workerId, lease: { taskSeq, leaseId: msg.leaseId }, report: msg.report }, msg);
+      case 'result':
+        return this.queueResult(s, workerId, msg);
+      case 'results':
+        if (s.protocol < 2) return this.protocolError(s, `results needs protocol 2; this session speaks ${s.protocol}`);
+        for (const r of msg.results) this.queueResult(s, workerId, r);
         return;
-      }
       case 'release': {
         const taskSeq = parseTaskId(msg.taskId);
         const outcome = taskSeq === null
@@ -238,9 +243,11 @@ export class WorkerGateway {
   }
 
   private async onHello(s: Session, hello: HelloMessage): Promise<void> {
-    if (hello.protocol !== PROTOCOL_VERSION) {
-      return this.protocolError(s, `protocol ${hello.protocol} is not supported; this manager speaks ${PROTOCOL_VERSION}`);
+    if (hello.protocol < MIN_PROTOCOL_VERSION) {
+      return this.protocolError(s, `protocol ${hello.protocol} is no longer supported; this manager speaks ${MIN_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}`);
     }
+    // A newer worker is served at our newest version; it falls back to what welcome says.
+    s.protocol = Math.min(hello.protocol, PROTOCOL_VERSION);
     s.phase = 'active';
     const { workerId, resumed, lost } = await this.o.committer.run(() => {
       const id = this.o.store.registerWorker(hello, s.id);
@@ -261,7 +268,7 @@ export class WorkerGateway {
     this.byWorker.set(workerId, s);
     this.send(s, {
       type: 'welcome',
-      protocol: PROTOCOL_VERSION,
+      protocol: s.protocol,
       workerId,
       sessionId: s.id,
       heartbeatIntervalMs: this.o.heartbeatIntervalMs,
@@ -269,7 +276,7 @@ export class WorkerGateway {
       resumed,
       lost,
     });
-    this.o.log.info({ workerId, name: hello.name, slots: hello.slots, labels: hello.labels, resumed: resumed.length, lost: lost.length, remote: s.remote }, 'worker connected');
+    this.o.log.info({ workerId, name: hello.name, protocol: s.protocol, slots: hello.slots, labels: hello.labels, resumed: resumed.length, lost: lost.length, remote: s.remote }, 'worker connected');
   }
 
   private onClose(s: Session): void {
@@ -299,8 +306,10 @@ export class WorkerGateway {
    * Why: settling them one by one ran five statements and a promise per result; batched, a
    * flush of 128 results runs a handful of statements (docs/benchmarks.md, proposal 2).
    */
-  private queueResult(s: Session, item: ReportItem, msg: ResultMessage): void {
-    this.results.push({ session: s, item, msg });
+  private queueResult(s: Session, workerId: string, msg: ResultItem): void {
+    const taskSeq = parseTaskId(msg.taskId);
+    if (taskSeq === null) return this.settled(s, msg, { status: 'stale' });
+    this.results.push({ session: s, item: { workerId, lease: { taskSeq, leaseId: msg.leaseId }, report: msg.report }, msg });
     if (this.results.length > 1) return; // the op queued by the first result takes this one too
     const batch = this.results;
     // Results arriving after this batch was taken start the next one. Done in the op and again
@@ -339,7 +348,7 @@ export class WorkerGateway {
     }
   }
 
-  private settled(s: Session, msg: ResultMessage, outcome: ReportOutcome): void {
+  private settled(s: Session, msg: ResultItem, outcome: ReportOutcome): void {
     this.ack(s, msg.taskId, msg.leaseId, outcome.status);
     if (outcome.status === 'recorded') {
       if (outcome.requeued) this.kick();

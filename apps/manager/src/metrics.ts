@@ -4,7 +4,7 @@
  * bumped where things happen; docs/observability.md lists every metric and its labels.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { JOB_STATES, TASK_STATES, WORKER_STATES, type TaskState } from '@pullman/protocol';
+import { JOB_STATES, TASK_STATES, WORKER_STATES, type TaskState, type WorkerMessage } from '@pullman/protocol';
 import type { TaskStore } from '@pullman/store';
 import { Throughput } from './throughput.js';
 
@@ -29,7 +29,12 @@ export interface ManagerMetrics {
   leasesExpired(n: number): void;
   /** One HTTP request answered; `route` is the route pattern (`/v1/jobs/:id`), never the raw URL. */
   httpRequest(method: string, route: string, statusCode: number, seconds: number): void;
+  /** One valid message received on the worker channel. */
+  workerMessage(type: WorkerMessage['type']): void;
 }
+
+/** Every worker message type, so each series exists (at 0) from the start. */
+const WORKER_MESSAGE_TYPES: ReadonlyArray<WorkerMessage['type']> = ['hello', 'pull', 'heartbeat', 'result', 'results', 'release', 'draining', 'bye'];
 
 export function createMetrics(store: TaskStore): ManagerMetrics {
   const registry = new Registry();
@@ -117,6 +122,10 @@ export function createMetrics(store: TaskStore): ManagerMetrics {
     registers: [registry],
   });
 
+  const messages = new Counter({ name: 'pullman_worker_messages_total', help: 'Messages received from workers, by type (a results message counts once)', labelNames: ['type'], registers: [registry] });
+  // One child per type, made once: labels() hashes its argument on every call, and this runs per frame.
+  const messagesOf = new Map(WORKER_MESSAGE_TYPES.map((t) => [t, messages.labels(t)]));
+  for (const child of messagesOf.values()) child.inc(0); // listed at 0 from the first scrape
   const throughput = new Throughput();
 
   return {
@@ -163,6 +172,9 @@ export function createMetrics(store: TaskStore): ManagerMetrics {
     },
     httpRequest(method, route, statusCode, seconds) {
       http.observe({ method, route, status_code: String(statusCode) }, seconds);
+    },
+    workerMessage(type) {
+      messagesOf.get(type)?.inc();
     },
   };
 }

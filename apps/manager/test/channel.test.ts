@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import request from 'supertest';
-import { parseTaskId } from '@pullman/protocol';
+import { PROTOCOL_VERSION, parseTaskId } from '@pullman/protocol';
 import { ADMIN, WORKER, auth, startManager, type TestManager } from './helpers.js';
-import { TestWorker } from './ws-client.js';
+import { TestWorker, okReport } from './ws-client.js';
 
 const TTL = 30_000;
 let m: TestManager;
@@ -40,9 +40,57 @@ describe('worker channel', () => {
   it('welcomes a worker with the heartbeat interval and lease TTL, and lists it', async () => {
     const w = await connect();
     const welcome = await w.hello({ name: 'vm-1', slots: 3, labels: ['gpu'] });
-    expect(welcome).toMatchObject({ protocol: 1, heartbeatIntervalMs: 5_000, leaseTtlMs: TTL, resumed: [], lost: [] });
+    expect(welcome).toMatchObject({ protocol: PROTOCOL_VERSION, heartbeatIntervalMs: 5_000, leaseTtlMs: TTL, resumed: [], lost: [] });
     const res = await request(m.app.server).get(`/v1/workers/${welcome.workerId}`).set(auth());
     expect(res.body).toMatchObject({ name: 'vm-1', slots: 3, labels: ['gpu'], state: 'ready', usedSlots: 0 });
+  });
+
+  it('serves each worker at the lower of its newest protocol version and the manager\'s', async () => {
+    expect(PROTOCOL_VERSION).toBe(2);
+    expect((await (await connect()).hello({ protocol: 1 })).protocol).toBe(1);
+    // A worker newer than this manager is served at the manager's newest and falls back to it.
+    expect((await (await connect()).hello({ protocol: 7 })).protocol).toBe(PROTOCOL_VERSION);
+  });
+
+  it('settles every entry of a results message on its own and acks them in one frame', async () => {
+    const jobId = await submit([{ command: ['a'] }, { command: ['b'] }, { command: ['c'], retries: 1 }]);
+    const w = await connect();
+    await w.hello({ slots: 3 });
+    w.send({ type: 'pull', credits: 3 });
+    const [a, b, c] = (await w.next('tasks')).tasks;
+    w.send({
+      type: 'results',
+      results: [
+        { taskId: a!.taskId, leaseId: a!.leaseId, report: okReport },
+        { taskId: b!.taskId, leaseId: 'not-the-lease', report: okReport }, // fenced off: stale
+        { taskId: c!.taskId, leaseId: c!.leaseId, report: { ...okReport, exitCode: 3 } },
+        { taskId: 'task-nonsense', leaseId: 'x', report: okReport }, // no such task: stale
+      ],
+    });
+    // An id that names no task is answered at once; the others together after their commit.
+    expect(await w.next('ack')).toEqual({ type: 'ack', taskId: 'task-nonsense', leaseId: 'x', status: 'stale' });
+    const { acks } = await w.next('acks');
+    expect(acks).toEqual([
+      { taskId: a!.taskId, leaseId: a!.leaseId, status: 'recorded' },
+      { taskId: b!.taskId, leaseId: 'not-the-lease', status: 'stale' },
+      { taskId: c!.taskId, leaseId: c!.leaseId, status: 'recorded' },
+    ]);
+    expect(m.store.getTask(parseTaskId(a!.taskId)!)!.state).toBe('succeeded');
+    expect(m.store.getTask(parseTaskId(b!.taskId)!)!.state).toBe('running');
+    // exit 3 with retries left: failed this attempt, queued again.
+    const retried = m.store.getTask(parseTaskId(c!.taskId)!)!;
+    expect(retried.state).toBe('queued');
+    expect(retried.history!.map((h) => h.outcome)).toEqual(['failed']);
+    const job = await request(m.app.server).get(`/v1/jobs/${jobId}`).set(auth());
+    expect(job.body.counts).toMatchObject({ succeeded: 1, running: 1, queued: 1 });
+  });
+
+  it('refuses a results message on a protocol 1 session', async () => {
+    const w = await connect();
+    await w.hello({ protocol: 1 });
+    w.send({ type: 'results', results: [{ taskId: 'task-1', leaseId: 'l', report: okReport }] });
+    expect(await w.next('error')).toMatchObject({ code: 'PROTOCOL_ERROR', fatal: true, message: 'results needs protocol 2; this session speaks 1' });
+    expect((await w.closed).code).toBe(4400);
   });
 
   it('closes a session whose first message is not hello, with a protocol error', async () => {

@@ -3,7 +3,7 @@
  * lets a test await the next message of a given type.
  */
 import WebSocket from 'ws';
-import type { ExecutionReport, HelloMessage, ManagerMessage, WorkerMessage } from '@pullman/protocol';
+import { PROTOCOL_VERSION, type ExecutionReport, type HelloMessage, type ManagerMessage, type WorkerMessage } from '@pullman/protocol';
 
 type Of<T extends ManagerMessage['type']> = Extract<ManagerMessage, { type: T }>;
 
@@ -44,7 +44,7 @@ export class TestWorker {
   }
 
   async hello(overrides: Partial<HelloMessage> = {}): Promise<Of<'welcome'>> {
-    this.send({ type: 'hello', protocol: 1, name: 'test-worker', hostname: 'localhost', slots: 4, labels: [], version: '0.1.0', vm: null, running: [], ...overrides });
+    this.send({ type: 'hello', protocol: PROTOCOL_VERSION, name: 'test-worker', hostname: 'localhost', slots: 4, labels: [], version: '0.1.0', vm: null, running: [], ...overrides });
     return this.next('welcome');
   }
 

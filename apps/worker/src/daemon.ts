@@ -28,6 +28,7 @@ import type { WorkerConfig } from './config.js';
 import { startExecution, type Execution } from './executor.js';
 import { startJanitor } from './janitor.js';
 import { Outbox } from './outbox.js';
+import { ReportSender } from './sender.js';
 
 export type DaemonState = 'starting' | 'waiting-ready' | 'connecting' | 'running' | 'draining' | 'stopped';
 
@@ -95,6 +96,8 @@ export class WorkerDaemon {
   /** Leases of tasks a previous incarnation was running, to hand back after connecting. */
   private orphanedLeases: RunningRecord[] = [];
   private readonly outbox: Outbox;
+  /** Results and credits leave through here, together, at the end of each turn. */
+  private readonly sender = new ReportSender(() => this.ws);
   private readonly log: Logger;
   private readonly config: WorkerConfig & { token: string };
   private finished!: (code: number) => void;
@@ -200,6 +203,7 @@ export class WorkerDaemon {
     this.welcomed = false;
     this.synced = false;
     this.unacked.clear(); // resent from the outbox (results) or left to the TTL (releases)
+    this.sender.reset();
     this.stopHeartbeats();
     if (this.state === 'stopped' || this.leaving) return;
     if (wasWelcomed) this.log.warn({ code, reason }, 'disconnected from the manager');
@@ -277,7 +281,10 @@ export class WorkerDaemon {
       this.resendTimer = null;
       if (!this.welcomed || this.unacked.size === 0) return;
       this.log.info({ reports: this.unacked.size }, 're-sending unacknowledged reports after a manager error');
-      for (const m of this.unacked.values()) this.send(m);
+      for (const m of this.unacked.values()) {
+        if (m.type === 'result') this.sender.result(m);
+        else this.send(m);
+      }
     }, delay);
     this.resendTimer.unref();
   }
@@ -291,6 +298,8 @@ export class WorkerDaemon {
 
   private async onWelcome(msg: Extract<ManagerMessage, { type: 'welcome' }>): Promise<void> {
     this.welcomed = true;
+    // The manager chose the lower of its newest version and ours; never above ours.
+    this.sender.protocol = Math.min(msg.protocol, PROTOCOL_VERSION);
     this.reconnectAttempt = 0;
     if (this.workerId !== msg.workerId) {
       this.workerId = msg.workerId;
@@ -321,7 +330,7 @@ export class WorkerDaemon {
   }
 
   private grantCredits(n: number): void {
-    if (n > 0 && this.welcomed && this.state === 'running') this.send({ type: 'pull', credits: n });
+    if (n > 0 && this.welcomed && this.state === 'running') this.sender.pull(n);
   }
 
   private async startTask(task: TaskAssignment): Promise<void> {
@@ -357,9 +366,9 @@ export class WorkerDaemon {
   }
 
   private sendResult(taskId: string, leaseId: string, report: ExecutionReport): void {
-    const msg: WorkerMessage = { type: 'result', taskId, leaseId, report };
+    const msg = { type: 'result', taskId, leaseId, report } as const;
     this.unacked.set(`${taskId}/${leaseId}`, msg);
-    if (this.welcomed) this.send(msg);
+    if (this.welcomed) this.sender.result(msg);
   }
 
   private sendRelease(taskId: string, leaseId: string, reason: ReleaseReason): void {

@@ -8,8 +8,21 @@
 import Type, { type Static } from 'typebox';
 import { ErrorInfo, Label, TaskSpec, VmFacts } from './schemas.js';
 
-/** Bumped only for incompatible changes; the manager refuses a hello with another major. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * The newest protocol version this code speaks. A worker's hello names the newest it speaks, and
+ * the manager answers in welcome with the version the session uses: the lower of the two. So
+ * either side can be upgraded first from now on, and a feature of version N is used only on
+ * sessions that agreed on N or later (docs/protocol.md, "Versions").
+ *
+ * 1: the first version. 2: adds the `results` message.
+ */
+export const PROTOCOL_VERSION = 2;
+
+/** The oldest version the manager still serves; a hello below it is refused. */
+export const MIN_PROTOCOL_VERSION = 1;
+
+/** Most results in one `results` message. */
+export const MAX_RESULTS_PER_MESSAGE = 1024;
 
 /** Largest frame either side accepts. Results carry two 64 KiB tails and up to 1 MiB of output. */
 export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
@@ -26,6 +39,7 @@ export type LeaseRef = Static<typeof LeaseRef>;
 
 export const HelloMessage = Type.Object({
   type: Type.Literal('hello'),
+  /** The newest protocol version the worker speaks. */
   protocol: Type.Integer({ minimum: 1 }),
   /** The id the manager gave this worker before; omitted on first contact. */
   workerId: Type.Optional(Id),
@@ -67,13 +81,25 @@ export const ExecutionReport = Type.Object({
 }, { additionalProperties: false });
 export type ExecutionReport = Static<typeof ExecutionReport>;
 
-export const ResultMessage = Type.Object({
-  type: Type.Literal('result'),
-  taskId: Id,
-  leaseId: Id,
-  report: ExecutionReport,
-}, { additionalProperties: false });
+/** One execution's result, fenced by its lease: what `result` and each entry of `results` carry. */
+const resultFields = { taskId: Id, leaseId: Id, report: ExecutionReport };
+export const ResultItem = Type.Object(resultFields, { additionalProperties: false });
+export type ResultItem = Static<typeof ResultItem>;
+
+export const ResultMessage = Type.Object({ type: Type.Literal('result'), ...resultFields }, { additionalProperties: false });
 export type ResultMessage = Static<typeof ResultMessage>;
+
+/**
+ * Several results in one frame (protocol 2). Each entry means exactly what a `result` means and
+ * is acked on its own. Why: a frame costs the manager more to receive than the result in it is
+ * to settle; a worker whose slots finish together sends them in one frame, as the manager
+ * already acks them in one (`acks`). The frame stays within MAX_MESSAGE_BYTES.
+ */
+export const ResultsMessage = Type.Object({
+  type: Type.Literal('results'),
+  results: Type.Array(ResultItem, { minItems: 1, maxItems: MAX_RESULTS_PER_MESSAGE }),
+}, { additionalProperties: false });
+export type ResultsMessage = Static<typeof ResultsMessage>;
 
 export const RELEASE_REASONS = ['drain', 'preempt', 'shutdown', 'cancelled'] as const;
 export type ReleaseReason = (typeof RELEASE_REASONS)[number];
@@ -100,14 +126,15 @@ export const ByeMessage = Type.Object({
 }, { additionalProperties: false });
 export type ByeMessage = Static<typeof ByeMessage>;
 
-export const WorkerMessage = Type.Union([HelloMessage, PullMessage, HeartbeatMessage, ResultMessage, ReleaseMessage, DrainingMessage, ByeMessage]);
+export const WorkerMessage = Type.Union([HelloMessage, PullMessage, HeartbeatMessage, ResultMessage, ResultsMessage, ReleaseMessage, DrainingMessage, ByeMessage]);
 export type WorkerMessage = Static<typeof WorkerMessage>;
 
 // ---- manager -> worker ---------------------------------------------------------------------
 
 export const WelcomeMessage = Type.Object({
   type: Type.Literal('welcome'),
-  protocol: Type.Integer(),
+  /** The version this session speaks: the lower of hello's and the manager's newest. */
+  protocol: Type.Integer({ minimum: 1 }),
   workerId: Id,
   sessionId: Id,
   heartbeatIntervalMs: Type.Integer({ minimum: 1 }),

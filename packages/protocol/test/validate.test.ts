@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   CreateJobBody,
+  MAX_RESULTS_PER_MESSAGE,
   ManagerMessage,
   PROTOCOL_VERSION,
   PullmanError,
@@ -161,6 +162,20 @@ describe('worker-channel messages', () => {
       expect(worker.check(msg), JSON.stringify(msg)).toBe(true);
       expect(worker.parse(msg)).toBe(msg);
     }
+  });
+
+  it('accepts results: one or more results in one message, each as strict as a result', () => {
+    const { type: _t, ...item } = result;
+    const msg = { type: 'results', results: [item, { ...item, taskId: 'task-4', leaseId: 'lease-def' }] };
+    expect(worker.parse(msg)).toBe(msg);
+    expect(worker.check({ type: 'results', results: [] })).toBe(false);
+    expect(worker.check({ type: 'results', results: Array.from({ length: MAX_RESULTS_PER_MESSAGE }, () => item) })).toBe(true);
+    expect(worker.check({ type: 'results', results: Array.from({ length: MAX_RESULTS_PER_MESSAGE + 1 }, () => item) })).toBe(false);
+    // An entry is a result without its type: the type or a stray field is an error, named.
+    expect(worker.check({ type: 'results', results: [result] })).toBe(false);
+    expect(parseError(() => worker.parse({ type: 'results', results: [item, { ...item, report: { ...report, exitcode: 0 } }] })).message).toContain('"exitcode"');
+    const { report: _r, ...noReport } = item;
+    expect(parseError(() => worker.parse({ type: 'results', results: [noReport] })).message).toContain('report');
   });
 
   it('rejects an unknown type, naming the type', () => {

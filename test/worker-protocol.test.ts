@@ -1,0 +1,79 @@
+/**
+ * The real worker against a scripted manager that answers welcome with a chosen protocol version.
+ * The worker starts with three results in its outbox (from a previous run) and must re-send them
+ * the way the agreed version allows: on 2, in one `results` message; on 1, as three `result`
+ * messages. Either way the freed slots follow in one `pull`, and every acked result leaves the
+ * outbox.
+ */
+import { once } from 'node:events';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { PROTOCOL_VERSION } from '@pullman/protocol';
+import { tempDir, until } from './harness.js';
+import { killAllProcs, startWorker } from './support/procs.js';
+
+let server: WebSocketServer | null = null;
+afterEach(async () => {
+  await killAllProcs();
+  if (server) await new Promise<void>((r) => server!.close(() => r()));
+  server = null;
+});
+
+const report = { exitCode: 0, signal: null, timedOut: false, cancelled: false, durationMs: 5, stdoutTail: '', stderrTail: '', output: null, error: null };
+
+async function run(welcomeProtocol: number): Promise<{ hello: Record<string, unknown>; frames: Array<Record<string, unknown>>; workDir: string }> {
+  server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await once(server, 'listening');
+  const port = (server.address() as { port: number }).port;
+  let hello: Record<string, unknown> | null = null;
+  const frames: Array<Record<string, unknown>> = [];
+  server.on('connection', (ws: WebSocket) => {
+    ws.on('message', (data) => {
+      const msg = JSON.parse(data.toString()) as Record<string, unknown>;
+      if (msg.type === 'hello') {
+        hello = msg;
+        ws.send(JSON.stringify({ type: 'welcome', protocol: welcomeProtocol, workerId: 'w-scripted', sessionId: 's-1', heartbeatIntervalMs: 60_000, leaseTtlMs: 600_000, resumed: [], lost: [] }));
+        return;
+      }
+      if (msg.type === 'heartbeat') return;
+      frames.push(msg);
+      const entries = msg.type === 'results' ? (msg.results as Array<{ taskId: string; leaseId: string }>) : msg.type === 'result' ? [msg as { taskId: string; leaseId: string }] : [];
+      if (entries.length > 0) ws.send(JSON.stringify({ type: 'acks', acks: entries.map((e) => ({ taskId: e.taskId, leaseId: e.leaseId, status: 'recorded' })) }));
+    });
+  });
+
+  // Three results a previous run of this worker left in its outbox.
+  const workDir = tempDir('wrk-protocol');
+  mkdirSync(join(workDir, 'outbox'), { recursive: true });
+  for (const n of [1, 2, 3]) {
+    writeFileSync(join(workDir, 'outbox', `task-${n}.lease-${n}.json`), JSON.stringify({ taskId: `task-${n}`, leaseId: `lease-${n}`, report: { ...report, durationMs: n } }));
+  }
+  startWorker({ url: `http://127.0.0.1:${port}`, workerToken: 'scripted-worker-token-0123456789' }, { name: 'protocol', slots: 2, workDir });
+  await until('results and credits sent', () => (frames.some((f) => f.type === 'pull') ? true : undefined), 60_000, 50);
+  await until('the outbox emptied', () => (readdirSync(join(workDir, 'outbox')).length === 0 ? true : undefined), 30_000, 50);
+  return { hello: hello!, frames, workDir };
+}
+
+describe('the worker speaks the protocol version welcome agreed on', () => {
+  it('on protocol 2, re-sends its outbox in one results message, then one pull', async () => {
+    const { hello, frames } = await run(2);
+    expect(hello.protocol).toBe(PROTOCOL_VERSION);
+    expect(frames).toEqual([
+      {
+        type: 'results',
+        results: [1, 2, 3].map((n) => ({ taskId: `task-${n}`, leaseId: `lease-${n}`, report: { ...report, durationMs: n } })),
+      },
+      { type: 'pull', credits: 2 },
+    ]);
+  });
+
+  it('on protocol 1, re-sends the same outbox as one result message each, then one pull', async () => {
+    const { frames } = await run(1);
+    expect(frames).toEqual([
+      ...[1, 2, 3].map((n) => ({ type: 'result', taskId: `task-${n}`, leaseId: `lease-${n}`, report: { ...report, durationMs: n } })),
+      { type: 'pull', credits: 2 },
+    ]);
+  });
+});
