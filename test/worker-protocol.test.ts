@@ -77,3 +77,38 @@ describe('the worker speaks the protocol version welcome agreed on', () => {
     ]);
   });
 });
+
+describe('the worker against a manager from before protocol negotiation', () => {
+  it('offers version 1 after the refusal such a manager sends, and reports on it', async () => {
+    server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await once(server, 'listening');
+    const port = (server.address() as { port: number }).port;
+    const offered: unknown[] = [];
+    const frames: Array<Record<string, unknown>> = [];
+    server.on('connection', (ws: WebSocket) => {
+      ws.on('message', (data) => {
+        const msg = JSON.parse(data.toString()) as Record<string, unknown>;
+        if (msg.type === 'hello') {
+          offered.push(msg.protocol);
+          if (msg.protocol !== 1) {
+            // Word for word what a protocol-1-only manager answered, then its close code.
+            ws.send(JSON.stringify({ type: 'error', code: 'PROTOCOL_ERROR', message: `protocol ${String(msg.protocol)} is not supported; this manager speaks 1`, fatal: true }));
+            ws.close(4400, 'protocol error');
+            return;
+          }
+          ws.send(JSON.stringify({ type: 'welcome', protocol: 1, workerId: 'w-old', sessionId: 's-old', heartbeatIntervalMs: 60_000, leaseTtlMs: 600_000, resumed: [], lost: [] }));
+          ws.send(JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-9', jobId: 'job-1', key: null, attempt: 1, leaseId: 'lease-9', spec: { command: ['true'] } }] }));
+          return;
+        }
+        if (msg.type === 'heartbeat') return;
+        frames.push(msg);
+        if (msg.type === 'result') ws.send(JSON.stringify({ type: 'ack', taskId: msg.taskId, leaseId: msg.leaseId, status: 'recorded' }));
+      });
+    });
+    startWorker({ url: `http://127.0.0.1:${port}`, workerToken: 'scripted-worker-token-0123456789' }, { name: 'old-manager', slots: 1 });
+    await until('the task reported', () => (frames.some((f) => f.type === 'result') ? true : undefined), 60_000, 50);
+    expect(offered).toEqual([PROTOCOL_VERSION, 1]);
+    expect(frames.find((f) => f.type === 'result')).toMatchObject({ taskId: 'task-9', leaseId: 'lease-9', report: { exitCode: 0 } });
+    expect(frames.some((f) => f.type === 'results')).toBe(false);
+  });
+});

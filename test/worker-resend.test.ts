@@ -20,23 +20,27 @@ afterEach(async () => {
 });
 
 describe('worker after a non-fatal manager error', () => {
-  it('re-sends a result refused with STORAGE_FULL and deletes it from the outbox once acked', async () => {
+  // On protocol 1 results travel one per `result` message; on 2, in `results` messages.
+  it.each([1, 2])('re-sends a result refused with STORAGE_FULL and deletes it from the outbox once acked (protocol %i)', async (protocol) => {
     server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
     await once(server, 'listening');
     const port = (server.address() as { port: number }).port;
     const results: Array<Record<string, unknown>> = [];
     let sessions = 0;
+    const frames: unknown[] = [];
     server.on('connection', (ws: WebSocket) => {
       sessions++;
       ws.on('message', (data) => {
         const msg = JSON.parse(data.toString()) as Record<string, unknown>;
         if (msg.type === 'hello') {
-          ws.send(JSON.stringify({ type: 'welcome', protocol: 1, workerId: 'w-scripted', sessionId: 's-1', heartbeatIntervalMs: 500, leaseTtlMs: 30_000, resumed: [], lost: [] }));
+          ws.send(JSON.stringify({ type: 'welcome', protocol, workerId: 'w-scripted', sessionId: 's-1', heartbeatIntervalMs: 500, leaseTtlMs: 30_000, resumed: [], lost: [] }));
           ws.send(JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-1', jobId: 'job-1', key: 'k', attempt: 1, leaseId: 'lease-1', spec: { command: ['true'] } }] }));
-        } else if (msg.type === 'result') {
-          results.push(msg);
+        } else if (msg.type === (protocol === 1 ? 'result' : 'results')) {
+          frames.push(msg.type);
+          const result = msg.type === 'results' ? (msg.results as Array<Record<string, unknown>>)[0]! : msg;
+          results.push(result);
           if (results.length === 1) ws.send(JSON.stringify({ type: 'error', code: 'STORAGE_FULL', message: 'manager database is full; retry later', fatal: false }));
-          else ws.send(JSON.stringify({ type: 'ack', taskId: msg.taskId, leaseId: msg.leaseId, status: 'recorded' }));
+          else ws.send(JSON.stringify({ type: 'ack', taskId: result.taskId, leaseId: result.leaseId, status: 'recorded' }));
         }
       });
     });
@@ -45,6 +49,7 @@ describe('worker after a non-fatal manager error', () => {
     await until('the result re-sent', () => (results.length >= 2 ? true : undefined), 60_000, 50);
     expect(results[1]).toMatchObject({ taskId: 'task-1', leaseId: 'lease-1', report: { exitCode: 0 } });
     expect(sessions).toBe(1); // the same session, no reconnect needed
+    expect(frames).toEqual([protocol === 1 ? 'result' : 'results', protocol === 1 ? 'result' : 'results']);
     await until('the outbox emptied', () => (readdirSync(join(w.workDir, 'outbox')).filter((f) => !f.startsWith('.')).length === 0 ? true : undefined), 30_000, 50);
     expect(w.proc.exitCode).toBeNull();
   });

@@ -29,12 +29,17 @@ export interface ManagerMetrics {
   leasesExpired(n: number): void;
   /** One HTTP request answered; `route` is the route pattern (`/v1/jobs/:id`), never the raw URL. */
   httpRequest(method: string, route: string, statusCode: number, seconds: number): void;
-  /** One valid message received on the worker channel. */
+  /** One schema-valid message received on the worker channel (counted even if then refused). */
   workerMessage(type: WorkerMessage['type']): void;
 }
 
-/** Every worker message type, so each series exists (at 0) from the start. */
-const WORKER_MESSAGE_TYPES: ReadonlyArray<WorkerMessage['type']> = ['hello', 'pull', 'heartbeat', 'result', 'results', 'release', 'draining', 'bye'];
+/**
+ * Every worker message type, so each series exists (at 0) from the start. A record, not a list,
+ * so that a message type added to the protocol fails to compile here until it is listed.
+ */
+const WORKER_MESSAGE_TYPES = Object.keys({
+  hello: 1, pull: 1, heartbeat: 1, result: 1, results: 1, release: 1, draining: 1, bye: 1,
+} satisfies Record<WorkerMessage['type'], 1>) as Array<WorkerMessage['type']>;
 
 export function createMetrics(store: TaskStore): ManagerMetrics {
   const registry = new Registry();

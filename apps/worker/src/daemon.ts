@@ -98,6 +98,8 @@ export class WorkerDaemon {
   private readonly outbox: Outbox;
   /** Results and credits leave through here, together, at the end of each turn. */
   private readonly sender = new ReportSender(() => this.ws);
+  /** The protocol version the next hello offers: our newest, unless a manager refused it. */
+  private offeredProtocol = PROTOCOL_VERSION;
   private readonly log: Logger;
   private readonly config: WorkerConfig & { token: string };
   private finished!: (code: number) => void;
@@ -201,6 +203,8 @@ export class WorkerDaemon {
     this.ws = null;
     const wasWelcomed = this.welcomed;
     this.welcomed = false;
+    // A session that got as far as welcome ends any downgrade: the manager may be upgraded now.
+    if (wasWelcomed) this.offeredProtocol = PROTOCOL_VERSION;
     this.synced = false;
     this.unacked.clear(); // resent from the outbox (results) or left to the TTL (releases)
     this.sender.reset();
@@ -218,7 +222,7 @@ export class WorkerDaemon {
     const running = [...this.running.values()].map((r) => ({ taskId: r.task.taskId, leaseId: r.task.leaseId }));
     this.send({
       type: 'hello',
-      protocol: PROTOCOL_VERSION,
+      protocol: this.offeredProtocol,
       ...(this.workerId ? { workerId: this.workerId } : {}),
       name: this.config.name,
       hostname: this.config.hostname,
@@ -261,10 +265,19 @@ export class WorkerDaemon {
       case 'drain':
         this.log.info('the manager asked this worker to drain');
         return this.drain('manager');
-      case 'error':
+      case 'error': {
         this.log.error({ code: msg.code, fatal: msg.fatal }, `manager error: ${msg.message}`);
-        if (!msg.fatal) this.scheduleResend();
+        if (!msg.fatal) return this.scheduleResend();
+        // A manager built before protocol 2 refuses any other version with exactly this message
+        // instead of negotiating: offer what it speaks on the next connection.
+        const old = this.welcomed ? null : /^protocol \d+ is not supported; this manager speaks (\d+)$/.exec(msg.message);
+        const speaks = old ? Number(old[1]) : NaN;
+        if (speaks >= 1 && speaks < this.offeredProtocol) {
+          this.log.warn({ offered: this.offeredProtocol, managerSpeaks: speaks }, 'the manager predates protocol negotiation; reconnecting with its version (upgrade the manager)');
+          this.offeredProtocol = speaks;
+        }
         return;
+      }
     }
   }
 
@@ -329,8 +342,13 @@ export class WorkerDaemon {
     return Math.max(0, this.config.slots - used);
   }
 
+  /**
+   * Credits go out only once the session is synced. Why: onWelcome grants every free slot at
+   * its end; a task finishing while it awaited the outbox used to grant its slot too, and the
+   * same slot twice means the manager may send more work than the worker has slots.
+   */
   private grantCredits(n: number): void {
-    if (n > 0 && this.welcomed && this.state === 'running') this.sender.pull(n);
+    if (n > 0 && this.synced && this.state === 'running') this.sender.pull(n);
   }
 
   private async startTask(task: TaskAssignment): Promise<void> {

@@ -19,8 +19,9 @@ const TAIL = ']}';
 
 /**
  * Serialises results as `results` frames of at most `maxItems` entries and `maxBytes` bytes each.
- * A single result larger than `maxBytes` still gets a frame of its own: it would not fit a
- * `result` frame either, and the manager's refusal then names the problem.
+ * A single result larger than `maxBytes` still gets a frame of its own rather than being dropped.
+ * The worker's own limits keep that from happening: an output of at most 1 MiB and two tails of
+ * 64 KiB, even with every tail character escaped six-fold, serialise to under 2 MiB.
  */
 export function packResults(items: readonly ResultItem[], maxBytes = MAX_MESSAGE_BYTES, maxItems = MAX_RESULTS_PER_MESSAGE): string[] {
   const frames: string[] = [];

@@ -1,6 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import WebSocket, { WebSocketServer } from 'ws';
 import { MAX_MESSAGE_BYTES, MAX_RESULTS_PER_MESSAGE, WorkerMessage, compileChecker, type ResultItem } from '@pullman/protocol';
-import { packResults } from '../src/sender.js';
+import { ReportSender, packResults } from '../src/sender.js';
 
 const check = compileChecker(WorkerMessage, 'PROTOCOL_ERROR');
 const report = { exitCode: 0, signal: null, timedOut: false, cancelled: false, durationMs: 1, stdoutTail: '', stderrTail: '', output: null, error: null };
@@ -45,5 +48,74 @@ describe('packResults', () => {
   it('gives a result larger than the limit a frame of its own rather than dropping it', () => {
     const items = [item(1), item(2, 'x'.repeat(5_000)), item(3)];
     expect(entries(packResults(items, 2_000)).map((e) => e.map((r) => r.taskId))).toEqual([['task-1'], ['task-2'], ['task-3']]);
+  });
+});
+
+describe('ReportSender over a real WebSocket', () => {
+  let server: WebSocketServer;
+  let client: WebSocket;
+  let frames: string[];
+
+  beforeEach(async () => {
+    server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await once(server, 'listening');
+    frames = [];
+    server.on('connection', (ws) => ws.on('message', (data) => frames.push(data.toString())));
+    client = new WebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    await once(client, 'open');
+  });
+  afterEach(async () => {
+    client.terminate();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
+  /** Waits until the server has `n` frames (the sender flushes at the end of the turn). */
+  const received = async (n: number): Promise<unknown[]> => {
+    while (frames.length < n) await new Promise((r) => setTimeout(r, 5));
+    return frames.map((f) => JSON.parse(f) as unknown);
+  };
+
+  it('on protocol 2, sends one turn\'s results in one results frame and its credits in one pull', async () => {
+    const sender = new ReportSender(() => client);
+    sender.protocol = 2;
+    sender.result(item(1));
+    sender.pull(1);
+    sender.result(item(2));
+    sender.pull(2);
+    expect(await received(2)).toEqual([
+      { type: 'results', results: [item(1), item(2)] },
+      { type: 'pull', credits: 3 },
+    ]);
+    // The next turn is a frame of its own.
+    sender.result(item(3));
+    expect((await received(3))[2]).toEqual({ type: 'results', results: [item(3)] });
+  });
+
+  it('on protocol 1, sends one result frame per result, then the pull', async () => {
+    const sender = new ReportSender(() => client);
+    sender.result(item(1));
+    sender.result(item(2));
+    sender.pull(2);
+    expect(await received(3)).toEqual([
+      { type: 'result', ...item(1) },
+      { type: 'result', ...item(2) },
+      { type: 'pull', credits: 2 },
+    ]);
+  });
+
+  it('sends nothing queued before a reset, or while there is no open socket', async () => {
+    let socket: WebSocket | null = client;
+    const sender = new ReportSender(() => socket);
+    sender.protocol = 2;
+    sender.result(item(1));
+    sender.pull(1);
+    sender.reset(); // the session ended: these are re-sent from the outbox after the next welcome
+    socket = null;
+    sender.result(item(2));
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    socket = client;
+    sender.pull(4);
+    expect(await received(1)).toEqual([{ type: 'pull', credits: 4 }]);
   });
 });
