@@ -6,12 +6,20 @@
  * Why: a commit's fixed cost (WAL frame writes, and an fsync with db-sync=full) dominates a
  * one-row update; sharing it across a turn's worth of work is what makes the manager fast
  * under a thousand chattering workers. Each operation runs in its own savepoint, so one that
- * throws (bad input, a sealed job) fails alone; the worker channel's hot operations (claims,
- * reports, heartbeats: single store calls that throw only on database failure, which aborts
- * the batch anyway) skip the savepoint, which measured ~10% of manager CPU under load.
+ * throws (bad input, a sealed job) fails alone. Hot operations (claims, reports, heartbeats,
+ * appended tasks) skip the savepoint, which measured ~10% of manager CPU under load and two of
+ * the submission's statements on the idle-latency path; see HOT for what they promise instead.
  */
 import type { TaskStore } from '@pullman/store';
-import { coerceError } from '@pullman/protocol';
+import { PullmanError, coerceError } from '@pullman/protocol';
+
+/**
+ * Options for an operation that runs without a savepoint. Its promise: it throws a PullmanError
+ * (bad input, a sealed job) only before it writes anything, so that error fails it alone; any
+ * other error (a database failure, possibly halfway through its writes) fails the whole batch,
+ * which is rolled back, since what the operation left behind cannot be known.
+ */
+export const HOT = { savepoint: false } as const;
 
 /** What became of one queued write once its group commit ended. */
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: Error };
@@ -45,7 +53,7 @@ export class GroupCommitter {
 
   /**
    * Queues a write for the next group commit; resolves with its result after the commit.
-   * `savepoint: false` is for single store calls that write nothing before they can throw.
+   * `savepoint: false` (HOT) is for store calls that keep HOT's promise.
    */
   run<T>(op: () => T, options: { savepoint?: boolean } = {}): Promise<T> {
     if (this.closed) return Promise.reject(new Error('committer is closed'));
@@ -111,10 +119,13 @@ export class GroupCommitter {
         try {
           outcomes.push({ ok: true, value: p.savepoint ? this.store.transaction(p.op) : p.op() });
         } catch (err) {
-          // SQLITE_FULL (and IOERR, NOMEM) roll back the whole transaction, not just the op's
+          // SQLITE_FULL (and IOERR, NOMEM) can roll back the whole transaction, not just the op's
           // savepoint. The batch is lost: stop here, or the ops after this one would each run
           // in autocommit and be stored while their callers are told the commit failed.
           if (!this.store.db.inTransaction) throw err;
+          // SQLite may also undo just the failing statement and keep the transaction. An op
+          // without a savepoint may then have written half of its work: roll the batch back.
+          if (!p.savepoint && !(err instanceof PullmanError)) throw err;
           outcomes.push({ ok: false, error: coerceError(err) });
         }
       }

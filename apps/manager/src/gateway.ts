@@ -11,11 +11,13 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { WebSocket } from 'ws';
 import {
   CLOSE_CODES,
+  MAX_JSON_DEPTH,
   MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
   PullmanError,
   WorkerMessage,
   compileChecker,
+  jsonDepthWithin,
   parseTaskId,
   type HelloMessage,
   type AckStatus,
@@ -25,13 +27,16 @@ import {
   type WorkerMessage as WorkerMessageT,
 } from '@pullman/protocol';
 import type { ClaimedTask, LeaseToCancel, ReportItem, ReportOutcome, TaskStore } from '@pullman/store';
-import type { GroupCommitter } from './committer.js';
+import { HOT, type GroupCommitter } from './committer.js';
 import type { ManagerMetrics } from './metrics.js';
 
 const checkMessage = compileChecker(WorkerMessage, 'PROTOCOL_ERROR', 'message');
 
-/** Hot-path writes: one store call that writes nothing before it can throw (see committer.ts). */
-const HOT = { savepoint: false } as const;
+/**
+ * An output the schema accepts (any JSON) but the store could not serialise: refused as a
+ * protocol error of this session alone, instead of failing the group commit it would join.
+ */
+const tooDeep = (where: string) => `${where}: nested deeper than ${MAX_JSON_DEPTH} levels`;
 
 /** Most tasks claimed for one session per dispatch round; keeps one claim from hogging a turn. */
 const MAX_TASKS_PER_CLAIM = 64;
@@ -204,11 +209,16 @@ export class WorkerGateway {
         await this.o.committer.run(() => this.o.store.extendLeases({ workerId, sessionId: s.id }), HOT);
         return;
       case 'result':
+        if (!jsonDepthWithin(msg.report.output)) return this.protocolError(s, tooDeep('message.report.output'));
         return this.queueResult(s, workerId, msg);
-      case 'results':
+      case 'results': {
         if (s.protocol < 2) return this.protocolError(s, `results needs protocol 2; this session speaks ${s.protocol}`);
+        // Checked before any is queued: the frame is refused whole, like any invalid message.
+        const deep = msg.results.findIndex((r) => !jsonDepthWithin(r.report.output));
+        if (deep >= 0) return this.protocolError(s, tooDeep(`message.results.${deep}.report.output`));
         for (const r of msg.results) this.queueResult(s, workerId, r);
         return;
+      }
       case 'release': {
         const taskSeq = parseTaskId(msg.taskId);
         const outcome = taskSeq === null

@@ -3,6 +3,7 @@
  * status CONTRACT.md gives it (400, 401, 403, 404, 409, 413, 415).
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { MAX_JSON_DEPTH } from '@pullman/protocol';
 import { ADMIN, WORKER, auth, startManager, type TestManager } from './helpers.js';
 import { NDJSON, allTasks, api, claim, createJob, expectError, hello } from './api-support.js';
 
@@ -69,6 +70,24 @@ describe('400 invalid input', () => {
     // Valid forms are accepted.
     const ok = await createJob(m, { tasks: ['500ms', '30s', '5m', '2h', 1000, '1.5s'].map((timeout) => ({ shell: 'x', timeout })) });
     expect(ok.counts.total).toBe(6);
+  });
+
+  it('rejects a meta nested deeper than MAX_JSON_DEPTH, in a task, in defaults and in NDJSON, and other submissions of the same commit go through', async () => {
+    const deep = `${'{"a":'.repeat(100_000)}1${'}'.repeat(100_000)}`;
+    const raw = (path: string, body: string, type = 'application/json') => post(path).set('Content-Type', type).send(body);
+    expectError(await raw('/v1/jobs', `{"tasks":[{"shell":"x","meta":${deep}}]}`), 400, 'INVALID_TASK_SPEC', `tasks.0.meta: nested deeper than ${MAX_JSON_DEPTH} levels`);
+    expectError(await raw('/v1/jobs', `{"defaults":{"meta":${deep}}}`), 400, 'INVALID_TASK_SPEC', 'defaults.meta');
+    const job = await createJob(m, { open: true });
+    expectError(await raw(`/v1/jobs/${job.id}/tasks`, `{"shell":"x"}\n{"shell":"x","meta":${deep}}\n`, NDJSON), 400, 'INVALID_TASK_SPEC', 'line 2.meta');
+    // Appended tasks are committed without a savepoint (committer.ts, HOT): a deep meta must fail
+    // alone, before anything is written, not roll back the submissions that share its commit.
+    const [bad, good] = await Promise.all([
+      raw(`/v1/jobs/${job.id}/tasks`, `{"tasks":[{"shell":"x","meta":${deep}}]}`),
+      post(`/v1/jobs/${job.id}/tasks`).send({ tasks: [{ shell: 'ok', key: 'good' }] }),
+    ]);
+    expectError(bad, 400, 'INVALID_TASK_SPEC', 'tasks.0.meta');
+    expect(good.status).toBe(200);
+    expect((await allTasks(m, job.id)).map((t) => t.key)).toEqual(['good']);
   });
 
   it('rejects bad query parameters', async () => {

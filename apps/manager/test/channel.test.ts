@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import request from 'supertest';
-import { PROTOCOL_VERSION, parseTaskId } from '@pullman/protocol';
+import { MAX_JSON_DEPTH, PROTOCOL_VERSION, parseTaskId } from '@pullman/protocol';
 import { ADMIN, WORKER, auth, startManager, type TestManager } from './helpers.js';
 import { TestWorker, okReport } from './ws-client.js';
 
@@ -83,6 +83,26 @@ describe('worker channel', () => {
     expect(retried.history!.map((h) => h.outcome)).toEqual(['failed']);
     const job = await request(m.app.server).get(`/v1/jobs/${jobId}`).set(auth());
     expect(job.body.counts).toMatchObject({ succeeded: 1, running: 1, queued: 1 });
+  });
+
+  it('refuses a result whose output nests deeper than MAX_JSON_DEPTH as a protocol error of that session alone', async () => {
+    await submit([{ command: ['a'] }, { command: ['b'] }]);
+    const bad = await connect();
+    await bad.hello({ name: 'bad', slots: 1 });
+    bad.send({ type: 'pull', credits: 1 });
+    const [t] = (await bad.next('tasks')).tasks;
+    const good = await connect();
+    await good.hello({ name: 'good', slots: 1 });
+    good.send({ type: 'pull', credits: 1 });
+    const [u] = (await good.next('tasks')).tasks;
+    // Sent raw: the test client's own JSON.stringify could not serialise this either.
+    const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
+    const report = JSON.stringify(okReport).replace('"output":null', `"output":${deep}`);
+    bad.ws.send(`{"type":"results","results":[{"taskId":"${t!.taskId}","leaseId":"${t!.leaseId}","report":${report}}]}`);
+    expect(await good.result(u!.taskId, u!.leaseId)).toMatchObject({ status: 'recorded' });
+    expect(await bad.next('error')).toMatchObject({ code: 'PROTOCOL_ERROR', fatal: true, message: `message.results.0.report.output: nested deeper than ${MAX_JSON_DEPTH} levels` });
+    expect((await bad.closed).code).toBe(4400);
+    expect(m.store.getTask(parseTaskId(t!.taskId)!)!.state).toBe('running'); // nothing recorded
   });
 
   it('refuses a results message on a protocol 1 session', async () => {

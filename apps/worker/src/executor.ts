@@ -11,8 +11,10 @@ import { mkdir, readFile, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
+  MAX_JSON_DEPTH,
   MAX_OUTPUT_BYTES,
   MAX_TAIL_BYTES,
+  jsonDepthWithin,
   taskTimeoutMs,
   type ErrorInfo,
   type ExecutionReport,
@@ -236,11 +238,15 @@ async function readOutput(path: string): Promise<{ output: unknown; error: Error
     return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` } };
   }
   if (text.trim() === '') return { output: null, error: null };
+  let output: unknown;
   try {
-    return { output: JSON.parse(text) as unknown, error: null };
+    output = JSON.parse(text);
   } catch (err) {
     return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT is not valid JSON: ${(err as Error).message}` } };
   }
+  // Parsed, but too deep to serialise again for the outbox and the manager (MAX_JSON_DEPTH).
+  if (!jsonDepthWithin(output)) return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT is nested deeper than ${MAX_JSON_DEPTH} levels` } };
+  return { output, error: null };
 }
 
 /**

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { TaskAssignment, TaskSpec } from '@pullman/protocol';
+import { MAX_JSON_DEPTH, type TaskAssignment, type TaskSpec } from '@pullman/protocol';
 import { attemptPaths, startExecution, type ExecutorOptions } from '../src/executor.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -245,6 +245,16 @@ describe('startExecution: $PULLMAN_OUTPUT', () => {
     expect(report.exitCode).toBe(0);
     expect(report.output).toBeNull();
     expect(report.error?.code).toBe('OUTPUT_INVALID');
+  });
+
+  it('fails an exit-0 task whose output nests deeper than MAX_JSON_DEPTH with OUTPUT_INVALID, and keeps one at the limit', async () => {
+    // 100,000 levels parse, but could never be serialised again for the outbox or the manager.
+    const { report } = await run('output-deep', { command: [node, fixture('write-output.mjs'), 'deep', '100000'] });
+    expect(report.output).toBeNull();
+    expect(report.error).toEqual({ code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT is nested deeper than ${MAX_JSON_DEPTH} levels` });
+    const atLimit = await run('output-at-limit', { command: [node, fixture('write-output.mjs'), 'deep', String(MAX_JSON_DEPTH)] });
+    expect(atLimit.report.error).toBeNull();
+    expect(JSON.stringify(atLimit.report.output)).toBe(`${'['.repeat(MAX_JSON_DEPTH)}${']'.repeat(MAX_JSON_DEPTH)}`);
   });
 
   it('fails an exit-0 task whose output exceeds 1 MiB with OUTPUT_TOO_LARGE', async () => {

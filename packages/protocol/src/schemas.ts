@@ -29,7 +29,7 @@ export const TaskSpecFields = {
   priority: Type.Optional(Type.Integer({ minimum: -1_000_000, maximum: 1_000_000, description: 'Higher runs first, then FIFO.' })),
   slots: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_024, description: 'Worker slots the task occupies.' })),
   requires: Type.Optional(Type.Array(Label, { maxItems: 64, description: 'Labels the worker must carry.' })),
-  meta: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Opaque JSON, kept with the task.' })),
+  meta: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Opaque JSON, kept with the task; nested at most 2,000 levels.' })),
 };
 
 export const TaskSpec = Type.Object(TaskSpecFields, {

@@ -3,6 +3,36 @@ import { PullmanError } from './errors.js';
 import type { TaskDefaults, TaskSpec } from './schemas.js';
 
 /**
+ * Deepest nesting of arrays and objects accepted in free-form JSON: a task's `meta`, a task's
+ * output. Why: JSON.parse takes any depth, but JSON.stringify recurses and overflows the stack
+ * somewhere past 4,000 levels; a deeper value could be received, but never stored or sent.
+ * 2,000 leaves room for the stack the serialiser starts from, and is far past any real use.
+ */
+export const MAX_JSON_DEPTH = 2_000;
+
+/**
+ * Whether `value` nests arrays and objects at most `max` levels deep (a scalar is 0, `[1]` is 1).
+ * Iterative: it must not overflow the stack on the very values it exists to reject.
+ */
+export function jsonDepthWithin(value: unknown, max: number = MAX_JSON_DEPTH): boolean {
+  if (value === null || typeof value !== 'object') return true;
+  const stack: Array<[value: object, depth: number]> = [[value, 1]];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [v, depth] = top;
+    if (depth > max) return false;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (child !== null && typeof child === 'object') stack.push([child as object, depth + 1]);
+    }
+  }
+  return true;
+}
+
+/** Throws INVALID_TASK_SPEC naming `where` when `value` nests deeper than MAX_JSON_DEPTH. */
+export function checkJsonDepth(value: unknown, where: string): void {
+  if (!jsonDepthWithin(value)) throw new PullmanError('INVALID_TASK_SPEC', `${where}: nested deeper than ${MAX_JSON_DEPTH} levels`);
+}
+
+/**
  * Applies job defaults under a task and enforces the rules JSON Schema cannot express.
  * Input has already passed the TaskSpec schema. Returns the spec as it will be stored.
  * `where` prefixes error messages (e.g. "tasks[17]" or "line 4052").
@@ -22,6 +52,7 @@ export function resolveTaskSpec(spec: TaskSpec, defaults: TaskDefaults | undefin
     const ms = parseDuration(merged.timeout, `${where}.timeout`);
     if (ms === 0) throw new PullmanError('INVALID_TASK_SPEC', `${where}.timeout: must be greater than 0`);
   }
+  checkJsonDepth(merged.meta, `${where}.meta`);
   return merged;
 }
 

@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import {
+  MAX_JSON_DEPTH,
   PullmanError,
   formatJobId,
   formatTaskId,
   parseJobId,
+  jsonDepthWithin,
   parseTaskId,
   resolveTaskSpec,
   taskTimeoutMs,
@@ -145,5 +147,47 @@ describe('job and task ids', () => {
 
   it('rejects 16-digit numbers beyond the safe integer range', () => {
     expect(parseTaskId('task-9999999999999999')).toBeNull();
+  });
+});
+
+describe('jsonDepthWithin', () => {
+  const nest = (n: number, leaf: unknown = 1): unknown => {
+    let v = leaf;
+    for (let i = 0; i < n; i++) v = i % 2 ? [v] : { a: v };
+    return v;
+  };
+
+  it('counts arrays and objects; scalars are depth 0', () => {
+    for (const scalar of [null, 1, 'x', true]) expect(jsonDepthWithin(scalar, 0)).toBe(true);
+    expect(jsonDepthWithin([], 0)).toBe(false);
+    expect(jsonDepthWithin([1, 'x'], 1)).toBe(true);
+    expect(jsonDepthWithin({ a: [1], b: { c: {} } }, 2)).toBe(false);
+    expect(jsonDepthWithin({ a: [1], b: { c: {} } }, 3)).toBe(true);
+  });
+
+  it('accepts MAX_JSON_DEPTH levels, which JSON.stringify can serialise, and rejects one more', () => {
+    expect(jsonDepthWithin(nest(MAX_JSON_DEPTH))).toBe(true);
+    expect(() => JSON.stringify(nest(MAX_JSON_DEPTH))).not.toThrow();
+    expect(jsonDepthWithin(nest(MAX_JSON_DEPTH + 1))).toBe(false);
+  });
+
+  it('rejects, without overflowing the stack, a value JSON.stringify cannot serialise', () => {
+    const deep = JSON.parse(`${'['.repeat(200_000)}${']'.repeat(200_000)}`) as unknown;
+    expect(() => JSON.stringify(deep)).toThrow(RangeError);
+    expect(jsonDepthWithin(deep)).toBe(false);
+  });
+
+  it('resolveTaskSpec refuses a meta nested too deeply, naming it', () => {
+    expect(() => resolveTaskSpec({ shell: 'x', meta: nest(MAX_JSON_DEPTH) as Record<string, unknown> }, undefined, 'tasks.0')).not.toThrow();
+    const err = (() => {
+      try {
+        resolveTaskSpec({ shell: 'x' }, { meta: nest(MAX_JSON_DEPTH + 1) as Record<string, unknown> }, 'line 3');
+      } catch (e) {
+        return e as PullmanError;
+      }
+      throw new Error('did not throw');
+    })();
+    expect(err.code).toBe('INVALID_TASK_SPEC');
+    expect(err.message).toBe(`line 3.meta: nested deeper than ${MAX_JSON_DEPTH} levels`);
   });
 });

@@ -15,6 +15,7 @@ import {
   TaskList,
   TaskSpec,
   TaskStateSchema,
+  checkJsonDepth,
   compileChecker,
   resolveTaskSpec,
   type JobState,
@@ -22,6 +23,7 @@ import {
   type TaskState,
   type TaskSpec as TaskSpecT,
 } from '@pullman/protocol';
+import { HOT } from '../../committer.js';
 import { NDJSON_CONTENT_TYPE, ndjsonLines } from '../../ndjson.js';
 import { IdParams, errorResponses, jobSeqOf } from '../params.js';
 
@@ -44,6 +46,7 @@ const jobRoutes: FastifyPluginAsync = async (app) => {
     },
   }, async (request, reply) => {
     const body = (request.body ?? {}) as Type.Static<typeof CreateJobBody>;
+    checkJsonDepth(body.defaults?.meta, 'defaults.meta'); // stored even when no task uses it
     const tasks = (body.tasks ?? []).map((t, i) => resolveTaskSpec(t, body.defaults, `tasks.${i}`));
     const created = committer.run(() => store.createJob({ name: body.name, defaults: body.defaults, open: body.open, tasks }));
     // Kick before the commit: waiting workers then claim in the same transaction (committer.ts).
@@ -68,10 +71,11 @@ const jobRoutes: FastifyPluginAsync = async (app) => {
     },
   }, async (request) => {
     const jobSeq = jobSeqOf((request.params as { id: string }).id);
-    const defaults = store.submissionDefaults(jobSeq);
-    if (request.headers['content-type']?.startsWith(NDJSON_CONTENT_TYPE)) return submitNdjson(request, jobSeq, defaults);
-    const specs = checkAddTasksJson.parse(request.body).tasks.map((t, i) => resolveTaskSpec(t, defaults, `tasks.${i}`));
-    const submitted = committer.run(() => store.submitTasks(jobSeq, specs));
+    // A stream needs the defaults (and a 404 or 409) before it is read.
+    if (request.headers['content-type']?.startsWith(NDJSON_CONTENT_TYPE)) return submitNdjson(request, jobSeq, store.submissionDefaults(jobSeq));
+    const tasks = checkAddTasksJson.parse(request.body).tasks;
+    // The defaults are applied inside the commit, from the job row submitTasks reads anyway.
+    const submitted = committer.run(() => store.submitTasks(jobSeq, (defaults) => tasks.map((t, i) => resolveTaskSpec(t, defaults, `tasks.${i}`))), HOT);
     gateway.kick();
     const result = await submitted;
     return result;
@@ -90,7 +94,7 @@ const jobRoutes: FastifyPluginAsync = async (app) => {
     const flush = async () => {
       const specs = batch;
       batch = [];
-      const submitted = committer.run(() => store.submitTasks(jobSeq, specs));
+      const submitted = committer.run(() => store.submitTasks(jobSeq, specs), HOT);
       // Workers start on the first batches while the rest of the upload streams in.
       gateway.kick();
       const r = await submitted;

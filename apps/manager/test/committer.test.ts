@@ -1,0 +1,79 @@
+/**
+ * What one failing operation does to the rest of its group commit. With a savepoint it fails
+ * alone. Without one (HOT), a PullmanError fails it alone (the promise: thrown before any
+ * write), and any other error rolls the whole batch back, since the operation may have written
+ * half its work into a transaction SQLite kept open.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PullmanError } from '@pullman/protocol';
+import { TaskStore } from '@pullman/store';
+import { GroupCommitter, HOT } from '../src/committer.js';
+
+const open: Array<{ store: TaskStore; dir: string }> = [];
+afterEach(() => {
+  for (const { store, dir } of open.splice(0)) {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+function setup(): { store: TaskStore; committer: GroupCommitter } {
+  const dir = mkdtempSync(join(tmpdir(), 'pullman-committer-'));
+  const store = new TaskStore({ path: join(dir, 'pullman.db'), leaseTtlMs: 30_000 });
+  open.push({ store, dir });
+  return { store, committer: new GroupCommitter(store) };
+}
+
+const names = (store: TaskStore) => store.listJobs({ limit: 10 }).items.map((j) => j.name).sort();
+
+describe('a failing operation in a group commit', () => {
+  it('with a savepoint, fails alone even after writing', async () => {
+    const { store, committer } = setup();
+    const outcomes = await Promise.allSettled([
+      committer.run(() => store.createJob({ name: 'a' })),
+      committer.run(() => {
+        store.createJob({ name: 'half-written' });
+        throw new Error('database trouble');
+      }),
+      committer.run(() => store.createJob({ name: 'c' })),
+    ]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(names(store)).toEqual(['a', 'c']);
+  });
+
+  it('without a savepoint, fails alone on a PullmanError', async () => {
+    const { store, committer } = setup();
+    const { job } = store.createJob({ name: 'sealed' });
+    store.sealJob(Number(job.id.slice('job-'.length)));
+    const outcomes = await Promise.allSettled([
+      committer.run(() => store.createJob({ name: 'a' })),
+      committer.run(() => store.submitTasks(Number(job.id.slice('job-'.length)), [{ command: ['true'] }]), HOT),
+      committer.run(() => store.createJob({ name: 'c' })),
+    ]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(((outcomes[1] as PromiseRejectedResult).reason as PullmanError).code).toBe('JOB_SEALED');
+    expect(names(store)).toEqual(['a', 'c', 'sealed']);
+  });
+
+  it('without a savepoint, rolls back the whole batch on any other error, and the next batch commits', async () => {
+    const { store, committer } = setup();
+    const outcomes = await Promise.allSettled([
+      committer.run(() => store.createJob({ name: 'a' })),
+      committer.run(() => {
+        store.createJob({ name: 'half-written' });
+        throw new Error('database trouble'); // as if SQLite undid one statement and kept the transaction
+      }, HOT),
+      committer.run(() => store.createJob({ name: 'c' })),
+    ]);
+    expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    for (const o of outcomes) expect(((o as PromiseRejectedResult).reason as Error).message).toBe('database trouble');
+    expect(names(store)).toEqual([]);
+    expect(store.db.inTransaction).toBe(false);
+
+    await committer.run(() => store.createJob({ name: 'later' }));
+    expect(names(store)).toEqual(['later']);
+  });
+});
