@@ -29,17 +29,25 @@ function setup(): { store: TaskStore; committer: GroupCommitter } {
 
 const names = (store: TaskStore) => store.listJobs({ limit: 10 }).items.map((j) => j.name).sort();
 
+/**
+ * Jobs 'a' and 'c' around an op that writes a job and then throws a plain error, as if SQLite had
+ * undone one statement and kept the transaction; the op runs with `options` (savepoint or HOT).
+ */
+function aroundHalfWritten(store: TaskStore, committer: GroupCommitter, options: { savepoint?: boolean }) {
+  return Promise.allSettled([
+    committer.run(() => store.createJob({ name: 'a' })),
+    committer.run(() => {
+      store.createJob({ name: 'half-written' });
+      throw new Error('database trouble');
+    }, options),
+    committer.run(() => store.createJob({ name: 'c' })),
+  ]);
+}
+
 describe('a failing operation in a group commit', () => {
   it('with a savepoint, fails alone even after writing', async () => {
     const { store, committer } = setup();
-    const outcomes = await Promise.allSettled([
-      committer.run(() => store.createJob({ name: 'a' })),
-      committer.run(() => {
-        store.createJob({ name: 'half-written' });
-        throw new Error('database trouble');
-      }),
-      committer.run(() => store.createJob({ name: 'c' })),
-    ]);
+    const outcomes = await aroundHalfWritten(store, committer, {});
     expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
     expect(names(store)).toEqual(['a', 'c']);
   });
@@ -60,14 +68,7 @@ describe('a failing operation in a group commit', () => {
 
   it('without a savepoint, rolls back the whole batch on any other error, and the next batch commits', async () => {
     const { store, committer } = setup();
-    const outcomes = await Promise.allSettled([
-      committer.run(() => store.createJob({ name: 'a' })),
-      committer.run(() => {
-        store.createJob({ name: 'half-written' });
-        throw new Error('database trouble'); // as if SQLite undid one statement and kept the transaction
-      }, HOT),
-      committer.run(() => store.createJob({ name: 'c' })),
-    ]);
+    const outcomes = await aroundHalfWritten(store, committer, HOT);
     expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected']);
     for (const o of outcomes) expect(((o as PromiseRejectedResult).reason as Error).message).toBe('database trouble');
     expect(names(store)).toEqual([]);
