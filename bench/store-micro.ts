@@ -23,6 +23,7 @@ const store = new TaskStore({ path: join(dir, 'pullman.db'), leaseTtlMs: 60_000,
 const spent = new Map<string, number>();
 for (const [name, stmt] of Object.entries((store as unknown as { s: Record<string, Record<string, (...a: unknown[]) => unknown>> }).s)) {
   for (const method of ['all', 'run', 'get']) {
+    if (typeof stmt[method] !== 'function') continue; // batch statements (batch.ts) have no get
     const fn = stmt[method]!.bind(stmt);
     stmt[method] = (...args: unknown[]) => {
       const t = performance.now();

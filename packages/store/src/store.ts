@@ -31,6 +31,7 @@ import {
   type WorkerState,
   MAX_OUTPUT_BYTES,
 } from '@pullman/protocol';
+import { BatchStatement } from './batch.js';
 import { BACKSTOP_PAGES, BackgroundCheckpointer } from './checkpointer.js';
 import { openDatabase, type SyncMode } from './db.js';
 
@@ -520,7 +521,7 @@ export class TaskStore {
     // written when the attempts end). Why: two statements per worker were two per task at
     // 64 x 1 (one task per worker per round), the largest single cost in the profiles
     // (docs/benchmarks.md).
-    const rows = this.s.leaseTasks.all({ expires: now + this.leaseTtlMs, now, leases: JSON.stringify(leases) }) as LeasedRow[];
+    const rows = this.s.leaseTasks.all({ expires: now + this.leaseTtlMs, now }, leases) as LeasedRow[];
     // RETURNING has no defined order: restore the dealing order (queue order) of each share.
     rows.sort((x, y) => dealt.get(x[0])!.rank - dealt.get(y[0])!.rank);
     const perJob = new Map<number, number>();
@@ -569,13 +570,11 @@ export class TaskStore {
     items.forEach((it, i) => (isSuccess(it.report) && seen.get(it.lease.taskSeq) === 1 ? batch : oneByOne).push(i));
     if (batch.length > 0) {
       const now = this.clock.now();
-      // The result travels as a string of JSON, not as a nested value: SQLite's JSON parser
-      // stops at 1,000 levels of nesting, and a task's output may nest deeper.
-      const reports = JSON.stringify(batch.map((i) => {
+      const reports = batch.map((i) => {
         const it = items[i]!;
         return [it.lease.taskSeq, it.lease.leaseId, it.workerId, JSON.stringify(toTaskResult(it.report, null))];
-      }));
-      const rows = this.s.completeLeasedBatch.all({ now, reports }) as Array<[id: number, jobSeq: number, attempt: number, workerId: string, startedAt: number]>;
+      });
+      const rows = this.s.completeLeasedBatch.all({ now }, reports) as Array<[id: number, jobSeq: number, attempt: number, workerId: string, startedAt: number]>;
       const done = new Map<number, number>(); // task id -> job seq
       const perJob = new Map<number, number>();
       const perWorker = new Map<string, number>();
@@ -584,7 +583,7 @@ export class TaskStore {
         perJob.set(jobSeq, (perJob.get(jobSeq) ?? 0) + 1);
         perWorker.set(workerId, (perWorker.get(workerId) ?? 0) + 1);
       }
-      if (rows.length > 0) this.s.insertSucceededAttempts.run({ now, ended: JSON.stringify(rows.map(([id, , attempt, workerId, startedAt]) => [id, attempt, workerId, startedAt])) });
+      if (rows.length > 0) this.s.insertSucceededAttempts.run({ now }, rows.map(([id, , attempt, workerId, startedAt]) => [id, attempt, workerId, startedAt]));
       this.s.addWorkersSucceeded.run({ counts: JSON.stringify([...perWorker]) });
       for (const [jobSeq, n] of perJob) {
         this.applyCounts(jobSeq, { running: -n, succeeded: n });
@@ -827,6 +826,7 @@ function prepare(db: Database.Database) {
   // Rows as arrays, for the dispatch hot path: a row object with named keys cost ~1 µs per
   // leased task (bench/store-micro.ts; about 5% of the manager's CPU at 8 x 16).
   const raw = (sql: string) => db.prepare(sql).raw(true);
+  const batch = (width: number, sql: (values: string) => string, rawRows = true) => new BatchStatement(db, width, sql, rawRows);
   return {
     insertJob: p(`INSERT INTO jobs (name, state, sealed, defaults, created_at) VALUES (?, 'active', 0, ?, ?)`),
     getJob: p(`SELECT * FROM jobs WHERE id = ?`),
@@ -874,13 +874,13 @@ function prepare(db: Database.Database) {
       WHERE state = 'queued' AND slots <= @freeSlots AND requires IS NULL
       ORDER BY priority DESC, id
       LIMIT @limit`),
-    // Leases a dispatch round; @leases is a JSON array of [task id, worker id, session id]. The
-    // lease id is 128 random bits made by SQLite, so the round needs no per-task call from JS.
-    leaseTasks: raw(`
-      UPDATE tasks SET state = 'running', lease_id = lower(hex(randomblob(16))), lease_expires_at = @expires, worker_id = l.worker,
-                       session_id = l.session, attempts = attempts + 1, started_at = @now
-      FROM (SELECT value ->> 0 AS id, value ->> 1 AS worker, value ->> 2 AS session FROM json_each(@leases)) AS l
-      WHERE tasks.id = l.id AND tasks.state = 'queued'
+    // Leases a dispatch round; rows are [task id, worker id, session id] (batch.ts). The lease id
+    // is 128 random bits made by SQLite, so the round needs no per-task call from JS.
+    leaseTasks: batch(3, (values) => `
+      UPDATE tasks SET state = 'running', lease_id = lower(hex(randomblob(16))), lease_expires_at = @expires, worker_id = l.column2,
+                       session_id = l.column3, attempts = attempts + 1, started_at = @now
+      FROM (VALUES ${values}) AS l
+      WHERE tasks.id = l.column1 AND tasks.state = 'queued'
       RETURNING tasks.id, job_id, key, attempts, spec, lease_id, coalesce(queued_at, created_at) AS queued_at`),
     insertEndedAttempt: p(`
       INSERT INTO attempts (task_id, attempt, worker_id, started_at, ended_at, outcome, exit_code, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
@@ -896,17 +896,17 @@ function prepare(db: Database.Database) {
       UPDATE tasks SET state = 'succeeded', finished_at = ?, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'
       RETURNING id, job_id, attempts, worker_id, started_at`),
-    // Fences and completes many leases; @reports is a JSON array of
-    // [task id, lease id, worker id, result as JSON text]. Only current leases match.
-    completeLeasedBatch: raw(`
-      UPDATE tasks SET state = 'succeeded', finished_at = @now, result = r.result, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
-      FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease, value ->> 2 AS worker, value ->> 3 AS result FROM json_each(@reports)) AS r
-      WHERE tasks.id = r.id AND tasks.lease_id = r.lease AND tasks.worker_id = r.worker AND tasks.state = 'running'
+    // Fences and completes many leases; rows are [task id, lease id, worker id, result as JSON
+    // text]. Only current leases match.
+    completeLeasedBatch: batch(4, (values) => `
+      UPDATE tasks SET state = 'succeeded', finished_at = @now, result = r.column4, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
+      FROM (VALUES ${values}) AS r
+      WHERE tasks.id = r.column1 AND tasks.lease_id = r.column2 AND tasks.worker_id = r.column3 AND tasks.state = 'running'
       RETURNING tasks.id, job_id, attempts, worker_id, started_at`),
-    // @ended: JSON array of [task id, attempt, worker id, started at].
-    insertSucceededAttempts: p(`
+    // Rows are [task id, attempt, worker id, started at]; the padding rows are left out.
+    insertSucceededAttempts: batch(4, (values) => `
       INSERT INTO attempts (task_id, attempt, worker_id, started_at, ended_at, outcome, exit_code, error)
-      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, @now, 'succeeded', 0, NULL FROM json_each(@ended)`),
+      SELECT column1, column2, column3, column4, @now, 'succeeded', 0, NULL FROM (VALUES ${values}) WHERE column1 IS NOT NULL`, false),
     setTaskTerminal: p(`
       UPDATE tasks SET state = ?, finished_at = ?, result = coalesce(?, result), lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE id = ?`),
