@@ -283,19 +283,16 @@ export class TaskStore {
 
   /**
    * Adds resolved tasks to an unsealed job in one transaction, idempotent per key. `specs` are
-   * resolved already, or a function that resolves them from the job's stored defaults, called
-   * with the row this method reads anyway (one read less on the idle-latency path than
+   * resolved already, or a function that resolves them from the job's stored defaults, read by
+   * the same lookup that checks the job (one read less on the idle-latency path than calling
    * submissionDefaults first).
    * Returns accepted and duplicate counts. Throws JOB_NOT_FOUND, JOB_SEALED, or what `specs`
    * throws, and all of them before it writes anything (the manager runs it without a
    * savepoint: committer.ts, HOT).
    */
   submitTasks(jobSeq: number, specs: readonly TaskSpec[] | ((defaults: TaskDefaults | undefined) => readonly TaskSpec[])): { accepted: number; duplicates: number } {
-    const job = this.s.getJob.get(jobSeq) as JobRow | undefined;
-    if (!job) throw new PullmanError('JOB_NOT_FOUND', `job ${formatJobId(jobSeq)} does not exist`);
-    if (job.sealed) throw new PullmanError('JOB_SEALED', `job ${formatJobId(jobSeq)} is sealed; create a new job or submit to an open one`);
-    const resolved = typeof specs === 'function' ? specs(parseJson<TaskDefaults>(job.defaults) ?? undefined) : specs;
-    return this.insertTasks(jobSeq, resolved, this.clock.now());
+    const defaults = this.submissionDefaults(jobSeq); // the same checks, the same one read
+    return this.insertTasks(jobSeq, typeof specs === 'function' ? specs(defaults) : specs, this.clock.now());
   }
 
   /**
@@ -573,30 +570,8 @@ export class TaskStore {
     const oneByOne: number[] = [];
     items.forEach((it, i) => (isSuccess(it.report) && seen.get(it.lease.taskSeq) === 1 ? batch : oneByOne).push(i));
     if (batch.length > 0) {
-      const now = this.clock.now();
-      const reports = batch.map((i) => {
-        const it = items[i]!;
-        return [it.lease.taskSeq, it.lease.leaseId, it.workerId, JSON.stringify(toTaskResult(it.report, null))];
-      });
-      const rows = this.s.completeLeasedBatch.all({ now }, reports) as Array<[id: number, jobSeq: number, attempt: number, workerId: string, startedAt: number]>;
-      const done = new Map<number, number>(); // task id -> job seq
-      const perJob = new Map<number, number>();
-      const perWorker = new Map<string, number>();
-      for (const [id, jobSeq, , workerId] of rows) {
-        done.set(id, jobSeq);
-        perJob.set(jobSeq, (perJob.get(jobSeq) ?? 0) + 1);
-        perWorker.set(workerId, (perWorker.get(workerId) ?? 0) + 1);
-      }
-      if (rows.length > 0) this.s.insertSucceededAttempts.run({ now }, rows.map(([id, , attempt, workerId, startedAt]) => [id, attempt, workerId, startedAt]));
-      this.s.addWorkersSucceeded.run({ counts: JSON.stringify([...perWorker]) });
-      for (const [jobSeq, n] of perJob) {
-        this.applyCounts(jobSeq, { running: -n, succeeded: n });
-        this.finishJobIfDone(jobSeq, now);
-      }
-      for (const i of batch) {
-        const jobSeq = done.get(items[i]!.lease.taskSeq);
-        out[i] = jobSeq !== undefined ? { status: 'recorded', taskState: 'succeeded', jobId: formatJobId(jobSeq), requeued: false } : { status: 'stale' };
-      }
+      const completed = this.completeAll(batch.map((i) => items[i]!));
+      batch.forEach((i, k) => (out[i] = completed[k]!));
     }
     for (const i of oneByOne) {
       const it = items[i]!;
@@ -605,19 +580,41 @@ export class TaskStore {
     return out;
   }
 
-  /** Marks a leased task succeeded. Returns `stale` if the lease is not current. */
+  /**
+   * Marks a leased task succeeded; `report` is a success (isSuccess). Returns `stale` if the
+   * lease is not current.
+   */
   completeTask(workerId: string, lease: LeaseRef, report: ExecutionReport): ReportOutcome {
+    return this.completeAll([{ workerId, lease, report }])[0]!;
+  }
+
+  /**
+   * Marks leased tasks succeeded, each fenced by its lease (no task twice in `items`): one
+   * statement completes them all, one writes their attempt rows, and the workers' and jobs'
+   * counters and the finished-job checks run once per worker and per job.
+   */
+  private completeAll(items: readonly ReportItem[]): ReportOutcome[] {
     const now = this.clock.now();
-    // The fence and the write in one statement: it matches only the current lease.
-    const row = this.s.completeLeased.get(now, JSON.stringify(toTaskResult(report, null)), lease.taskSeq, lease.leaseId, workerId) as
-      | (RunningAttempt & { job_id: number })
-      | undefined;
-    if (!row) return { status: 'stale' };
-    this.endAttempt(row, now, 'succeeded', report.exitCode, null);
-    this.s.bumpWorkerSucceeded.run(workerId);
-    this.applyCounts(row.job_id, { running: -1, succeeded: 1 });
-    this.finishJobIfDone(row.job_id, now);
-    return { status: 'recorded', taskState: 'succeeded', jobId: formatJobId(row.job_id), requeued: false };
+    const reports = items.map((it) => [it.lease.taskSeq, it.lease.leaseId, it.workerId, JSON.stringify(toTaskResult(it.report, null))]);
+    const rows = this.s.completeLeasedBatch.all({ now }, reports) as Array<[id: number, jobSeq: number, attempt: number, workerId: string, startedAt: number]>;
+    const done = new Map<number, number>(); // task id -> job seq
+    const perJob = new Map<number, number>();
+    const perWorker = new Map<string, number>();
+    for (const [id, jobSeq, , workerId] of rows) {
+      done.set(id, jobSeq);
+      perJob.set(jobSeq, (perJob.get(jobSeq) ?? 0) + 1);
+      perWorker.set(workerId, (perWorker.get(workerId) ?? 0) + 1);
+    }
+    this.s.insertSucceededAttempts.run({ now }, rows.map(([id, , attempt, workerId, startedAt]) => [id, attempt, workerId, startedAt]));
+    this.s.addWorkersSucceeded.run({}, [...perWorker]);
+    for (const [jobSeq, n] of perJob) {
+      this.applyCounts(jobSeq, { running: -n, succeeded: n });
+      this.finishJobIfDone(jobSeq, now);
+    }
+    return items.map((it) => {
+      const jobSeq = done.get(it.lease.taskSeq);
+      return jobSeq !== undefined ? { status: 'recorded', taskState: 'succeeded', jobId: formatJobId(jobSeq), requeued: false } : { status: 'stale' };
+    });
   }
 
   /**
@@ -896,10 +893,6 @@ function prepare(db: Database.Database) {
     resumeLease: p(`
       UPDATE tasks SET session_id = ?, lease_expires_at = ?
       WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'`),
-    completeLeased: p(`
-      UPDATE tasks SET state = 'succeeded', finished_at = ?, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
-      WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'
-      RETURNING id, job_id, attempts, worker_id, started_at`),
     // Fences and completes many leases; rows are [task id, lease id, worker id, result as JSON
     // text]. Only current leases match.
     completeLeasedBatch: batch(4, (values) => `
@@ -945,12 +938,9 @@ function prepare(db: Database.Database) {
         vm = @vm, version = @version, session_id = @session_id, connected_at = @now, last_heartbeat_at = @now, offline_since = NULL`),
     setWorkerState: p(`UPDATE workers SET state = ?, offline_since = ? WHERE id = ?`),
     touchWorker: p(`UPDATE workers SET last_heartbeat_at = ? WHERE id = ?`),
-    bumpWorkerSucceeded: p(`UPDATE workers SET tasks_succeeded = tasks_succeeded + 1 WHERE id = ?`),
-    // @counts: JSON array of [worker id, successes]; one statement for every worker of a flush.
-    addWorkersSucceeded: p(`
-      UPDATE workers SET tasks_succeeded = tasks_succeeded + c.n
-      FROM (SELECT value ->> 0 AS id, value ->> 1 AS n FROM json_each(@counts)) AS c
-      WHERE workers.id = c.id`),
+    // Rows are [worker id, successes]: one statement for every worker of a flush.
+    addWorkersSucceeded: batch(2, (values) => `
+      UPDATE workers SET tasks_succeeded = tasks_succeeded + c.column2 FROM (VALUES ${values}) AS c WHERE workers.id = c.column1`, false),
     bumpWorkerFailed: p(`UPDATE workers SET tasks_failed = tasks_failed + 1 WHERE id = ?`),
     getWorkerWithSlots: p(`
       SELECT w.*, (SELECT coalesce(sum(slots), 0) FROM tasks t WHERE t.state = 'running' AND t.worker_id = w.id) AS used_slots
