@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
+import { sendFrames } from '@pullman/protocol';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const MANAGER_JS = join(ROOT, 'apps/manager/dist/server.js');
@@ -338,12 +339,8 @@ export class SimWorker {
           let credits = 0;
           for (const t of tasks) credits += t.spec.slots ?? 1;
           const results = tasks.map((t) => `{"taskId":"${t.taskId}","leaseId":"${t.leaseId}","report":${REPORT_JSON}}`);
-          const tcp = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } } | null)?._socket;
-          tcp?.cork();
-          if (this.protocol >= 2) this.send(`{"type":"results","results":[${results.join(',')}]}`);
-          else for (const r of results) this.send(`{"type":"result",${r.slice(1)}`);
-          this.pull(credits);
-          tcp?.uncork();
+          const frames = this.protocol >= 2 ? [`{"type":"results","results":[${results.join(',')}]}`] : results.map((r) => `{"type":"result",${r.slice(1)}`);
+          if (this.ws?.readyState === WebSocket.OPEN) sendFrames(this.ws, [...frames, `{"type":"pull","credits":${credits}}`]);
         }
         return;
       }

@@ -11,14 +11,15 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { WebSocket } from 'ws';
 import {
   CLOSE_CODES,
-  MAX_JSON_DEPTH,
   MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
   PullmanError,
   WorkerMessage,
   compileChecker,
+  jsonDepthProblem,
   jsonDepthWithin,
   parseTaskId,
+  sendFrames,
   type HelloMessage,
   type AckStatus,
   type ManagerMessage,
@@ -31,12 +32,6 @@ import { HOT, type GroupCommitter } from './committer.js';
 import type { ManagerMetrics } from './metrics.js';
 
 const checkMessage = compileChecker(WorkerMessage, 'PROTOCOL_ERROR', 'message');
-
-/**
- * An output the schema accepts (any JSON) but the store could not serialise: refused as a
- * protocol error of this session alone, instead of failing the group commit it would join.
- */
-const tooDeep = (where: string) => `${where}: nested deeper than ${MAX_JSON_DEPTH} levels`;
 
 /** Most tasks claimed for one session per dispatch round; keeps one claim from hogging a turn. */
 const MAX_TASKS_PER_CLAIM = 64;
@@ -209,14 +204,18 @@ export class WorkerGateway {
         await this.o.committer.run(() => this.o.store.extendLeases({ workerId, sessionId: s.id }), HOT);
         return;
       case 'result':
-        if (!jsonDepthWithin(msg.report.output)) return this.protocolError(s, tooDeep('message.report.output'));
-        return this.queueResult(s, workerId, msg);
       case 'results': {
-        if (s.protocol < 2) return this.protocolError(s, `results needs protocol 2; this session speaks ${s.protocol}`);
-        // Checked before any is queued: the frame is refused whole, like any invalid message.
-        const deep = msg.results.findIndex((r) => !jsonDepthWithin(r.report.output));
-        if (deep >= 0) return this.protocolError(s, tooDeep(`message.results.${deep}.report.output`));
-        for (const r of msg.results) this.queueResult(s, workerId, r);
+        if (msg.type === 'results' && s.protocol < 2) return this.protocolError(s, `results needs protocol 2; this session speaks ${s.protocol}`);
+        const items = msg.type === 'result' ? [msg] : msg.results;
+        // An output the schema accepts (any JSON) but the store could not serialise: the whole
+        // message is refused before any of it is queued, as a protocol error of this session
+        // alone, instead of failing the group commit it would join.
+        const deep = items.findIndex((r) => !jsonDepthWithin(r.report.output));
+        if (deep >= 0) {
+          const where = msg.type === 'result' ? 'message.report.output' : `message.results.${deep}.report.output`;
+          return this.protocolError(s, jsonDepthProblem(items[deep]!.report.output, where)!);
+        }
+        for (const r of items) this.queueResult(s, workerId, r);
         return;
       }
       case 'release': {
@@ -473,13 +472,9 @@ export class WorkerGateway {
     s.pendingAcks = [];
     s.outbox = [];
     if (s.socket.readyState !== s.socket.OPEN) return;
-    // ws exposes no cork of its own; its TCP socket does (absent in some test transports).
-    const tcp = (s.socket as unknown as { _socket?: { cork?: () => void; uncork?: () => void } })._socket;
-    tcp?.cork?.();
-    if (acks.length === 1) s.socket.send(JSON.stringify({ type: 'ack', ...acks[0]! }));
-    else if (acks.length > 1) s.socket.send(JSON.stringify({ type: 'acks', acks }));
-    for (const f of frames) s.socket.send(f);
-    tcp?.uncork?.();
+    if (acks.length === 1) frames.unshift(JSON.stringify({ type: 'ack', ...acks[0]! }));
+    else if (acks.length > 1) frames.unshift(JSON.stringify({ type: 'acks', acks }));
+    sendFrames(s.socket, frames);
   }
 
   private protocolError(s: Session, message: string): void {

@@ -311,8 +311,8 @@ export class WorkerDaemon {
 
   private async onWelcome(msg: Extract<ManagerMessage, { type: 'welcome' }>): Promise<void> {
     this.welcomed = true;
-    // The manager chose the lower of its newest version and ours; never above ours.
-    this.sender.protocol = Math.min(msg.protocol, PROTOCOL_VERSION);
+    // The manager chose the lower of its newest version and what we offered; never above that.
+    this.sender.protocol = Math.min(msg.protocol, this.offeredProtocol);
     this.reconnectAttempt = 0;
     if (this.workerId !== msg.workerId) {
       this.workerId = msg.workerId;

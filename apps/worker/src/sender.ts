@@ -12,7 +12,7 @@
  * results of outbox writes that complete together meet; it adds no measurable latency.
  */
 import type WebSocket from 'ws';
-import { MAX_MESSAGE_BYTES, MAX_RESULTS_PER_MESSAGE, type ResultItem } from '@pullman/protocol';
+import { MAX_MESSAGE_BYTES, MAX_RESULTS_PER_MESSAGE, sendFrames, type ResultItem } from '@pullman/protocol';
 
 const HEAD = '{"type":"results","results":[';
 const TAIL = ']}';
@@ -88,10 +88,6 @@ export class ReportSender {
       ? packResults(results)
       : results.map((r) => JSON.stringify({ type: 'result', taskId: r.taskId, leaseId: r.leaseId, report: r.report }));
     if (credits > 0) frames.push(`{"type":"pull","credits":${credits}}`);
-    // ws exposes no cork of its own; its TCP socket does.
-    const tcp = (ws as unknown as { _socket?: { cork?: () => void; uncork?: () => void } })._socket;
-    tcp?.cork?.();
-    for (const f of frames) ws.send(f);
-    tcp?.uncork?.();
+    sendFrames(ws, frames);
   }
 }

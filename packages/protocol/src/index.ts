@@ -3,6 +3,7 @@ export * from './duration.js';
 export * from './schemas.js';
 export * from './messages.js';
 export * from './taskspec.js';
+export * from './transport.js';
 export * from './validate.js';
 
 /** The release of this build; reported by workers at hello and by the manager in OpenAPI. */

@@ -27,9 +27,15 @@ export function jsonDepthWithin(value: unknown, max: number = MAX_JSON_DEPTH): b
   return true;
 }
 
+/** The problem with the value at `where` when it nests deeper than MAX_JSON_DEPTH, or null. */
+export function jsonDepthProblem(value: unknown, where: string): string | null {
+  return jsonDepthWithin(value) ? null : `${where}: nested deeper than ${MAX_JSON_DEPTH} levels`;
+}
+
 /** Throws INVALID_TASK_SPEC naming `where` when `value` nests deeper than MAX_JSON_DEPTH. */
 export function checkJsonDepth(value: unknown, where: string): void {
-  if (!jsonDepthWithin(value)) throw new PullmanError('INVALID_TASK_SPEC', `${where}: nested deeper than ${MAX_JSON_DEPTH} levels`);
+  const problem = jsonDepthProblem(value, where);
+  if (problem) throw new PullmanError('INVALID_TASK_SPEC', problem);
 }
 
 /**
