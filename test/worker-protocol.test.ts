@@ -5,43 +5,34 @@
  * messages. Either way the freed slots follow in one `pull`, and every acked result leaves the
  * outbox.
  */
-import { once } from 'node:events';
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { WebSocketServer, type WebSocket } from 'ws';
 import { PROTOCOL_VERSION } from '@pullman/protocol';
 import { tempDir, until } from './harness.js';
 import { killAllProcs, startWorker } from './support/procs.js';
+import { closeScriptedManagers, oneTask, startScriptedManager, welcome, type Frame } from './support/scripted-manager.js';
 
-let server: WebSocketServer | null = null;
 afterEach(async () => {
   await killAllProcs();
-  if (server) await new Promise<void>((r) => server!.close(() => r()));
-  server = null;
+  await closeScriptedManagers();
 });
 
 const report = { exitCode: 0, signal: null, timedOut: false, cancelled: false, durationMs: 5, stdoutTail: '', stderrTail: '', output: null, error: null };
 
-async function run(welcomeProtocol: number): Promise<{ hello: Record<string, unknown>; frames: Array<Record<string, unknown>>; workDir: string }> {
-  server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-  await once(server, 'listening');
-  const port = (server.address() as { port: number }).port;
-  let hello: Record<string, unknown> | null = null;
-  const frames: Array<Record<string, unknown>> = [];
-  server.on('connection', (ws: WebSocket) => {
-    ws.on('message', (data) => {
-      const msg = JSON.parse(data.toString()) as Record<string, unknown>;
-      if (msg.type === 'hello') {
-        hello = msg;
-        ws.send(JSON.stringify({ type: 'welcome', protocol: welcomeProtocol, workerId: 'w-scripted', sessionId: 's-1', heartbeatIntervalMs: 60_000, leaseTtlMs: 600_000, resumed: [], lost: [] }));
-        return;
-      }
-      if (msg.type === 'heartbeat') return;
-      frames.push(msg);
-      const entries = msg.type === 'results' ? (msg.results as Array<{ taskId: string; leaseId: string }>) : msg.type === 'result' ? [msg as { taskId: string; leaseId: string }] : [];
-      if (entries.length > 0) ws.send(JSON.stringify({ type: 'acks', acks: entries.map((e) => ({ taskId: e.taskId, leaseId: e.leaseId, status: 'recorded' })) }));
-    });
+async function run(welcomeProtocol: number): Promise<{ hello: Frame; frames: Frame[]; workDir: string }> {
+  let hello: Frame | null = null;
+  const frames: Frame[] = [];
+  const m = await startScriptedManager((ws, msg) => {
+    if (msg.type === 'hello') {
+      hello = msg;
+      ws.send(welcome(welcomeProtocol));
+      return;
+    }
+    if (msg.type === 'heartbeat') return;
+    frames.push(msg);
+    const entries = msg.type === 'results' ? (msg.results as Array<{ taskId: string; leaseId: string }>) : msg.type === 'result' ? [msg as { taskId: string; leaseId: string }] : [];
+    if (entries.length > 0) ws.send(JSON.stringify({ type: 'acks', acks: entries.map((e) => ({ taskId: e.taskId, leaseId: e.leaseId, status: 'recorded' })) }));
   });
 
   // Three results a previous run of this worker left in its outbox.
@@ -50,7 +41,7 @@ async function run(welcomeProtocol: number): Promise<{ hello: Record<string, unk
   for (const n of [1, 2, 3]) {
     writeFileSync(join(workDir, 'outbox', `task-${n}.lease-${n}.json`), JSON.stringify({ taskId: `task-${n}`, leaseId: `lease-${n}`, report: { ...report, durationMs: n } }));
   }
-  startWorker({ url: `http://127.0.0.1:${port}`, workerToken: 'scripted-worker-token-0123456789' }, { name: 'protocol', slots: 2, workDir });
+  startWorker(m, { name: 'protocol', slots: 2, workDir });
   await until('results and credits sent', () => (frames.some((f) => f.type === 'pull') ? true : undefined), 60_000, 50);
   await until('the outbox emptied', () => (readdirSync(join(workDir, 'outbox')).length === 0 ? true : undefined), 30_000, 50);
   return { hello: hello!, frames, workDir };
@@ -80,32 +71,26 @@ describe('the worker speaks the protocol version welcome agreed on', () => {
 
 describe('the worker against a manager from before protocol negotiation', () => {
   it('offers version 1 after the refusal such a manager sends, and reports on it', async () => {
-    server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-    await once(server, 'listening');
-    const port = (server.address() as { port: number }).port;
     const offered: unknown[] = [];
-    const frames: Array<Record<string, unknown>> = [];
-    server.on('connection', (ws: WebSocket) => {
-      ws.on('message', (data) => {
-        const msg = JSON.parse(data.toString()) as Record<string, unknown>;
-        if (msg.type === 'hello') {
-          offered.push(msg.protocol);
-          if (msg.protocol !== 1) {
-            // Word for word what a protocol-1-only manager answered, then its close code.
-            ws.send(JSON.stringify({ type: 'error', code: 'PROTOCOL_ERROR', message: `protocol ${String(msg.protocol)} is not supported; this manager speaks 1`, fatal: true }));
-            ws.close(4400, 'protocol error');
-            return;
-          }
-          ws.send(JSON.stringify({ type: 'welcome', protocol: 1, workerId: 'w-old', sessionId: 's-old', heartbeatIntervalMs: 60_000, leaseTtlMs: 600_000, resumed: [], lost: [] }));
-          ws.send(JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-9', jobId: 'job-1', key: null, attempt: 1, leaseId: 'lease-9', spec: { command: ['true'] } }] }));
+    const frames: Frame[] = [];
+    const m = await startScriptedManager((ws, msg) => {
+      if (msg.type === 'hello') {
+        offered.push(msg.protocol);
+        if (msg.protocol !== 1) {
+          // Word for word what a protocol-1-only manager answered, then its close code.
+          ws.send(JSON.stringify({ type: 'error', code: 'PROTOCOL_ERROR', message: `protocol ${String(msg.protocol)} is not supported; this manager speaks 1`, fatal: true }));
+          ws.close(4400, 'protocol error');
           return;
         }
-        if (msg.type === 'heartbeat') return;
-        frames.push(msg);
-        if (msg.type === 'result') ws.send(JSON.stringify({ type: 'ack', taskId: msg.taskId, leaseId: msg.leaseId, status: 'recorded' }));
-      });
+        ws.send(welcome(1));
+        ws.send(oneTask('task-9', 'lease-9'));
+        return;
+      }
+      if (msg.type === 'heartbeat') return;
+      frames.push(msg);
+      if (msg.type === 'result') ws.send(JSON.stringify({ type: 'ack', taskId: msg.taskId, leaseId: msg.leaseId, status: 'recorded' }));
     });
-    startWorker({ url: `http://127.0.0.1:${port}`, workerToken: 'scripted-worker-token-0123456789' }, { name: 'old-manager', slots: 1 });
+    startWorker(m, { name: 'old-manager', slots: 1 });
     await until('the task reported', () => (frames.some((f) => f.type === 'result') ? true : undefined), 60_000, 50);
     expect(offered).toEqual([PROTOCOL_VERSION, 1]);
     expect(frames.find((f) => f.type === 'result')).toMatchObject({ taskId: 'task-9', leaseId: 'lease-9', report: { exitCode: 0 } });
