@@ -19,14 +19,17 @@ export function openFloor(path, tasks, sync = 'normal') {
   for (let i = 0; i < tasks; i += 1_000) fill(Math.min(1_000, tasks - i));
   const claim = db.prepare(`
     UPDATE tasks SET state = 'running', lease_id = ?, lease_expires_at = ?, worker_id = ?, session_id = ?, attempts = attempts + 1, started_at = ?
-    WHERE id IN (SELECT id FROM tasks WHERE state = 'queued' ORDER BY priority DESC, id LIMIT ?)
+    WHERE id IN (SELECT id FROM tasks WHERE state = 'queued' AND requires IS NULL AND slots = 1 ORDER BY priority DESC, id LIMIT ?)
     RETURNING id, spec`);
   const complete = db.prepare(`
     UPDATE tasks SET state = 'succeeded', finished_at = ?, result = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
     WHERE id = ? AND lease_id = ? AND state = 'running'`);
   return {
     db,
-    /** Leases up to `limit` queued tasks, queue order, under one lease id. */
+    /**
+     * Leases up to `limit` queued tasks, queue order, under one lease id: the walk of one class
+     * (no labels, one slot) of tasks_queue_class, as the manager's claim makes it.
+     */
     claim: (leaseId, workerId, now, limit) => claim.all(leaseId, now + 30_000, workerId, workerId, now, limit),
     /** Completes one leased task; returns whether the lease matched. */
     complete: (now, result, id, leaseId) => complete.run(now, result, id, leaseId).changes === 1,

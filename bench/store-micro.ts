@@ -6,7 +6,10 @@
  * packages/store/src/store.ts, not part of `npm run bench`; hot-loop figures, 3-5 x below what
  * the same statements cost on an idle manager.
  *
- *   npx tsx bench/store-micro.ts [workers=64] [slots=1] [tasks=50000]
+ *   npx tsx bench/store-micro.ts [workers=64] [slots=1] [tasks=50000] [backlog=0]
+ *
+ * `backlog` queues that many tasks ahead of the work that need a label no worker here has
+ * (a GPU backlog with only CPU workers waiting): what a claim costs behind tasks it cannot take.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,7 +18,7 @@ import type { ExecutionReport, HelloMessage } from '@pullman/protocol';
 import { TaskStore, type ReportItem } from '@pullman/store';
 import { rmDir } from './lib.js';
 
-const [workers = 64, slots = 1, tasks = 50_000] = process.argv.slice(2).map(Number);
+const [workers = 64, slots = 1, tasks = 50_000, backlog = 0] = process.argv.slice(2).map(Number);
 const dir = mkdtempSync(join(tmpdir(), 'pullman-store-micro-'));
 const store = new TaskStore({ path: join(dir, 'pullman.db'), leaseTtlMs: 60_000, checkpoint: 'background' });
 
@@ -36,6 +39,11 @@ for (const [name, stmt] of Object.entries((store as unknown as { s: Record<strin
   }
 }
 
+if (backlog > 0) {
+  const { job: held } = store.createJob({ name: 'backlog', open: true });
+  const heldSeq = Number(held.id.slice('job-'.length));
+  for (let i = 0; i < backlog; i += 1_000) store.submitTasks(heldSeq, Array.from({ length: Math.min(1_000, backlog - i) }, () => ({ command: ['true'], requires: ['gpu'], priority: 1 })));
+}
 const { job } = store.createJob({ open: true });
 const jobSeq = Number(job.id.slice('job-'.length));
 for (let i = 0; i < tasks; i += 1_000) store.submitTasks(jobSeq, Array.from({ length: Math.min(1_000, tasks - i) }, () => ({ command: ['true'] })));
@@ -71,5 +79,5 @@ store.close();
 rmDir(dir);
 
 const us = (ms: number) => `${((ms * 1000) / tasks).toFixed(2)} µs`;
-console.log(`${workers} x ${slots}: ${Math.round(tasks / seconds).toLocaleString('en-US')} tasks/s; per task: settle ${us(settleMs)}, claim ${us(claimMs)}, commit ${us(flushMs - settleMs - claimMs)}`);
+console.log(`${workers} x ${slots}${backlog > 0 ? ` behind a backlog of ${backlog.toLocaleString('en-US')}` : ''}: ${Math.round(tasks / seconds).toLocaleString('en-US')} tasks/s; per task: settle ${us(settleMs)}, claim ${us(claimMs)}, commit ${us(flushMs - settleMs - claimMs)}`);
 for (const [name, ms] of [...spent].sort((x, y) => y[1] - x[1])) if (ms > 0) console.log(`  ${name.padEnd(28)} ${us(ms)}`);

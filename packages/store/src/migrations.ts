@@ -111,4 +111,17 @@ export const MIGRATIONS: readonly Migration[] = [
       DELETE FROM attempts WHERE outcome = 'running';
     `,
   },
+  {
+    version: 4,
+    name: 'queue index by task class',
+    // The queue ordered within each class of tasks (required labels, slots), not as one list.
+    // Why: a claim walked the one list in priority order and skipped the tasks its workers
+    // cannot take; behind 100,000 queued tasks needing a label (or more slots) that no waiting
+    // worker has, every claim read all of them (~5 ms each, at every dispatch round). A claim
+    // now walks only the classes its workers can take (see TaskStore.claimBatch).
+    sql: /* sql */ `
+      DROP INDEX IF EXISTS tasks_queue;
+      CREATE INDEX IF NOT EXISTS tasks_queue_class ON tasks (requires, slots, priority DESC, id) WHERE state = 'queued';
+    `,
+  },
 ];

@@ -153,6 +153,7 @@ interface TaskRow {
   state: TaskState;
   priority: number;
   slots: number;
+  requires: string | null;
   spec: string;
   retries: number;
   attempts: number;
@@ -205,6 +206,16 @@ interface RunningAttempt {
 /** A row leased by a dispatch round, as the raw lease statements return it. */
 type LeasedRow = [id: number, jobSeq: number, key: string | null, attempt: number, spec: string, leaseId: string, queuedAt: number];
 
+/**
+ * A class of queued tasks: the same required labels (as stored) and slots. A worker can take
+ * every task of a class or none, so a claim walks the classes its workers can take.
+ */
+interface QueueClass {
+  requires: string | null;
+  labels: readonly string[];
+  slots: number;
+}
+
 /** Per-state deltas applied to a job's counters in one statement. */
 type CountDelta = Partial<Record<TaskState, number>>;
 
@@ -223,6 +234,14 @@ export class TaskStore {
    * transaction per flush and a savepoint per operation.
    */
   private readonly inTransaction: (fn: () => unknown) => unknown;
+  /**
+   * The classes that may have queued tasks (keyed by addQueueClass): every class that has some,
+   * and maybe a few emptied since (a claim that finds one empty drops it). null: unknown, read
+   * from the index at the next claim. Why in memory: reading the classes from the index costs a
+   * few statements per claim, and the claim is on the idle-latency path; the set grows only when
+   * tasks enter the queue, which happens in this class alone (noteQueued).
+   */
+  private queueClasses: Map<string, QueueClass> | null = null;
 
   constructor(options: StoreOptions) {
     this.db = openDatabase({ path: options.path, sync: options.sync ?? 'normal', maxPages: options.maxPages });
@@ -249,13 +268,27 @@ export class TaskStore {
     for (const name of TRANSACTIONAL) {
       const fn = (this as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!.bind(this);
       const tx = this.db.transaction(fn);
-      (this as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => (this.db.inTransaction ? fn(...args) : tx(...args));
+      (this as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => (this.db.inTransaction ? fn(...args) : this.rollingBack(() => tx(...args)));
     }
   }
 
   /** Runs `fn` in one transaction (nested operations become savepoints). */
   transaction<T>(fn: () => T): T {
-    return this.inTransaction(fn) as T;
+    return this.rollingBack(() => this.inTransaction(fn) as T);
+  }
+
+  /**
+   * Runs a transaction or savepoint, forgetting the queue classes if it throws (and so rolls
+   * back): a claim in it may have dropped a class it found empty after the same transaction
+   * moved that class's last tasks out of the queue, and the rollback puts them back.
+   */
+  private rollingBack<T>(run: () => T): T {
+    try {
+      return run();
+    } catch (err) {
+      this.queueClasses = null;
+      throw err;
+    }
   }
 
   close(): void {
@@ -311,8 +344,10 @@ export class TaskStore {
     let accepted = 0;
     for (const spec of specs) {
       const requires = spec.requires?.length ? JSON.stringify([...new Set(spec.requires)]) : null;
-      const info = this.s.insertTask.run(jobSeq, spec.key ?? null, spec.priority ?? 0, spec.slots ?? 1, requires, JSON.stringify(spec), spec.retries ?? 0, now);
+      const slots = spec.slots ?? 1;
+      const info = this.s.insertTask.run(jobSeq, spec.key ?? null, spec.priority ?? 0, slots, requires, JSON.stringify(spec), spec.retries ?? 0, now);
       accepted += info.changes;
+      this.noteQueued(requires, slots);
     }
     // A finished job that receives tasks (only possible while open) becomes active again: one
     // statement for the counter and the state, as this is on the idle-latency path.
@@ -373,6 +408,7 @@ export class TaskStore {
     this.mustGetJob(jobSeq);
     const requeued = this.s.requeueTasksOfJob.run(this.clock.now(), jobSeq, state).changes;
     if (requeued > 0) {
+      this.queueClasses = null; // of any classes: read them from the index at the next claim
       this.applyCounts(jobSeq, { [state]: -requeued, queued: requeued });
       this.s.reactivateJob.run(jobSeq);
     }
@@ -485,12 +521,7 @@ export class TaskStore {
       // A task fit for several label sets is a candidate in each group: look past the ones
       // an earlier group was dealt, which are still queued until the lease statement runs.
       const limit = wanted + CLAIM_LOOKAHEAD + leases.length;
-      const freeSlots = Math.max(...free);
-      // Workers without labels can only take tasks without requires: skip the label check,
-      // whose json_each setup cost more than the rest of a one-task claim.
-      const candidates = (labels === '[]'
-        ? this.s.claimCandidatesUnlabelled.all({ freeSlots, limit })
-        : this.s.claimCandidates.all({ freeSlots, labels, limit })) as Array<[id: number, slots: number]>;
+      const candidates = this.queueCandidates(new Set(JSON.parse(labels) as string[]), Math.max(...free), limit);
       let next = 0;
       for (const [id, slots] of candidates) {
         if (dealt.has(id)) continue;
@@ -533,6 +564,53 @@ export class TaskStore {
     }
     for (const [jobSeq, n] of perJob) this.applyCounts(jobSeq, { queued: -n, running: n });
     return out;
+  }
+
+  /**
+   * The first `limit` queued tasks, in queue order, that a worker with these labels and this
+   * many free slots could take: one walk per class it can take, merged. Classes it cannot take
+   * cost nothing, however many tasks they hold.
+   */
+  private queueCandidates(labels: ReadonlySet<string>, freeSlots: number, limit: number): Array<[id: number, slots: number, priority: number]> {
+    type Row = [id: number, slots: number, priority: number];
+    const classes = (this.queueClasses ??= this.readQueueClasses());
+    let rows: Row[] = [];
+    let walked = 0;
+    for (const [key, c] of classes) {
+      if (c.slots > freeSlots || !c.labels.every((l) => labels.has(l))) continue;
+      const got = this.s.queueOfClass.all(c.requires, c.slots, limit) as Row[];
+      if (got.length === 0) {
+        classes.delete(key); // emptied since it was noted; noteQueued brings it back
+        continue;
+      }
+      rows = walked++ === 0 ? got : rows.concat(got);
+    }
+    // Several classes: merge into queue order (each walk is in it already) and keep the first.
+    if (walked > 1) {
+      rows.sort((a, b) => b[2] - a[2] || a[0] - b[0]);
+      rows.length = Math.min(rows.length, limit);
+    }
+    return rows;
+  }
+
+  /** The classes present in the queue, from the index: a seek per class, not a scan. */
+  private readQueueClasses(): Map<string, QueueClass> {
+    const classes = new Map<string, QueueClass>();
+    type ClassRow = [requires: string | null, slots: number] | undefined;
+    let row = this.s.firstQueueClass.get() as ClassRow;
+    while (row) {
+      const [requires, slots] = row;
+      addQueueClass(classes, requires, slots);
+      // The next slots value with the same labels, else the next labels ('' sorts before
+      // every stored requires, which is a JSON array).
+      row = (this.s.nextQueueClassSlots.get(requires, slots) ?? this.s.nextQueueClassRequires.get(requires ?? '')) as ClassRow;
+    }
+    return classes;
+  }
+
+  /** Every path that puts a task in the queue tells the class set here. */
+  private noteQueued(requires: string | null, slots: number): void {
+    if (this.queueClasses) addQueueClass(this.queueClasses, requires, slots);
   }
 
   /** Extends every lease held by a worker session to now + TTL. Returns how many. */
@@ -631,6 +709,7 @@ export class TaskStore {
     const result = JSON.stringify(toTaskResult(report, error));
     if (row.failures < row.retries) {
       this.s.requeueAfterFailure.run(result, now, row.id);
+      this.noteQueued(row.requires, row.slots);
       this.applyCounts(row.job_id, { running: -1, queued: 1 });
       return { status: 'recorded', taskState: 'queued', jobId: formatJobId(row.job_id), requeued: true };
     }
@@ -701,6 +780,7 @@ export class TaskStore {
     this.endAttempt(row, now, outcome, null, { code: 'WORKER_LOST', message });
     if (row.losses < MAX_LOSSES) {
       this.s.requeueAfterLoss.run(now, row.id);
+      this.noteQueued(row.requires, row.slots);
       this.applyCounts(row.job_id, { running: -1, queued: 1 });
       return 'queued';
     }
@@ -815,6 +895,11 @@ export class TaskStore {
   }
 }
 
+function addQueueClass(classes: Map<string, QueueClass>, requires: string | null, slots: number): void {
+  const key = `${slots}:${requires}`; // requires is a JSON array or null: keys cannot collide
+  if (!classes.has(key)) classes.set(key, { requires, slots, labels: requires === null ? [] : (JSON.parse(requires) as string[]) });
+}
+
 /** Methods that run in a transaction of their own (a savepoint when nested). */
 const TRANSACTIONAL = [
   'createJob', 'submitTasks', 'sealJob', 'cancelJob', 'retryJob', 'cancelTask', 'claimTasks', 'claimBatch', 'extendLeases',
@@ -861,20 +946,20 @@ function prepare(db: Database.Database) {
     attemptsOfTask: p(`SELECT * FROM attempts WHERE task_id = ? ORDER BY attempt`),
     anyQueued: p(`SELECT 1 FROM tasks WHERE state = 'queued' LIMIT 1`),
 
-    // Walks tasks_queue in (priority DESC, id) order. Tasks with no `requires` skip the
-    // label subquery entirely; the rest need every required label among the worker's.
-    claimCandidates: raw(`
-      SELECT id, slots FROM tasks
-      WHERE state = 'queued' AND slots <= @freeSlots
-        AND (requires IS NULL OR NOT EXISTS (
-              SELECT 1 FROM json_each(tasks.requires) r WHERE r.value NOT IN (SELECT value FROM json_each(@labels))))
+    // One class of the queue in queue order (priority first, then FIFO): a seek into
+    // tasks_queue_class and a walk of `limit` entries of it, whatever else is queued.
+    queueOfClass: raw(`
+      SELECT id, slots, priority FROM tasks
+      WHERE state = 'queued' AND requires IS ? AND slots = ?
       ORDER BY priority DESC, id
-      LIMIT @limit`),
-    claimCandidatesUnlabelled: raw(`
-      SELECT id, slots FROM tasks
-      WHERE state = 'queued' AND slots <= @freeSlots AND requires IS NULL
-      ORDER BY priority DESC, id
-      LIMIT @limit`),
+      LIMIT ?`),
+    // The classes present in the queue, read as a skip scan of tasks_queue_class: the first,
+    // then from each the next, one index seek per class (NULL requires sorts first).
+    firstQueueClass: raw(`SELECT requires, slots FROM tasks WHERE state = 'queued' ORDER BY requires, slots LIMIT 1`),
+    nextQueueClassSlots: raw(`
+      SELECT requires, slots FROM tasks WHERE state = 'queued' AND requires IS ? AND slots > ? ORDER BY slots LIMIT 1`),
+    nextQueueClassRequires: raw(`
+      SELECT requires, slots FROM tasks WHERE state = 'queued' AND requires > ? ORDER BY requires, slots LIMIT 1`),
     // Leases a dispatch round; rows are [task id, worker id, session id] (batch.ts). The lease id
     // is 128 random bits made by SQLite, so the round needs no per-task call from JS.
     leaseTasks: batch(3, (values) => `
@@ -888,7 +973,7 @@ function prepare(db: Database.Database) {
     extendLeases: p(`UPDATE tasks SET lease_expires_at = ? WHERE worker_id = ? AND session_id = ? AND state = 'running'`),
     // Only the columns a report needs: spec and result can be large.
     currentLease: p(`
-      SELECT id, job_id, attempts, failures, retries, losses, worker_id, started_at FROM tasks
+      SELECT id, job_id, attempts, failures, retries, losses, worker_id, started_at, requires, slots FROM tasks
       WHERE id = ? AND lease_id = ? AND worker_id = ? AND state = 'running'`),
     resumeLease: p(`
       UPDATE tasks SET session_id = ?, lease_expires_at = ?

@@ -3,7 +3,7 @@
  * is the task row's own (migration 3).
  */
 import { describe, expect, it } from 'vitest';
-import { schemaVersion } from '../src/index.js';
+import { MIGRATIONS, schemaVersion } from '../src/index.js';
 import { T0, assertConsistent, failed, lease, openStore, reopen, report, session } from './helpers.js';
 
 describe('attempt history', () => {
@@ -39,7 +39,7 @@ describe('attempt history', () => {
 
     const upgraded = reopen(path);
     try {
-      expect(schemaVersion(upgraded.db)).toBe(3);
+      expect(schemaVersion(upgraded.db)).toBe(MIGRATIONS.length);
       expect(upgraded.db.prepare('SELECT count(*) AS n FROM attempts').get()).toEqual({ n: 0 });
       expect(upgraded.getTask(1)!.history).toEqual([{ attempt: 1, workerId: 'w-1', startedAt: new Date(T0).toISOString(), endedAt: null, outcome: 'running', exitCode: null, error: null }]);
       expect(upgraded.reportExecution('w-1', lease(running!), report())).toMatchObject({ status: 'recorded', taskState: 'succeeded' });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { TaskSpec } from '@pullman/protocol';
-import { jobSeq, openStore, session, T0, taskStates, TTL } from './helpers.js';
+import { failed, jobSeq, lease, openStore, reopen, session, T0, taskStates, TTL } from './helpers.js';
 
 const sh = (key: string, over: Partial<TaskSpec> = {}): TaskSpec => ({ key, shell: `echo ${key}`, ...over });
 
@@ -179,5 +179,119 @@ describe('claimBatch', () => {
     ]);
     expect(none).toEqual([]);
     expect(capped!.map((t) => t.key)).toEqual(['a', 'b']);
+  });
+});
+
+describe('queue classes (tasks with the same labels and slots)', () => {
+  const gpu = (key: string, over: Partial<TaskSpec> = {}) => sh(key, { requires: ['gpu'], ...over });
+
+  it('walks every class a worker can take and merges them into queue order', () => {
+    const { store } = openStore();
+    store.createJob({
+      tasks: [sh('plain-0'), gpu('gpu-5', { priority: 5 }), sh('wide-0', { slots: 2 }), sh('plain-5', { priority: 5 }), gpu('gpu-0'), sh('huge-9', { slots: 8, priority: 9 })],
+    });
+    expect(store.claimTasks(session('w-gpu', 's'), ['gpu'], 7).map((t) => t.key)).toEqual(['gpu-5', 'plain-5', 'plain-0', 'wide-0', 'gpu-0']);
+    expect(store.getTask(6)!.state).toBe('queued'); // 8 slots: no class of it fits 7
+  });
+
+  it('finds the classes already queued when a store opens on an existing file', () => {
+    const { store, path } = openStore();
+    const classes: Array<Partial<TaskSpec>> = [{}, { slots: 2 }, { slots: 4 }, { requires: ['a'] }, { requires: ['a'], slots: 3 }, { requires: ['b'] }, { requires: ['a', 'b'], slots: 2 }];
+    store.createJob({ tasks: classes.flatMap((c, i) => [sh(`${i}-x`, c), sh(`${i}-y`, { ...c, priority: 1 })]) });
+    const reopened = reopen(path);
+    try {
+      const keys = reopened.claimTasks(session(), ['b', 'a'], 100).map((t) => t.key);
+      expect(keys).toEqual([...classes.map((_, i) => `${i}-y`), ...classes.map((_, i) => `${i}-x`)]);
+      expect(reopened.hasQueued()).toBe(false);
+    } finally {
+      reopened.close();
+    }
+  });
+
+  it('takes a task from behind a backlog of classes the worker cannot take', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [...Array.from({ length: 300 }, (_, i) => gpu(`gpu${i}`, { priority: 9 })), ...Array.from({ length: 300 }, (_, i) => sh(`wide${i}`, { slots: 4 })), sh('plain')] });
+    expect(store.claimTasks(session(), [], 1).map((t) => t.key)).toEqual(['plain']);
+    expect(store.claimTasks(session(), [], 1)).toEqual([]);
+    expect(store.getJob(1)!.counts).toMatchObject({ queued: 600, running: 1 });
+    expect(store.claimTasks(session('w-gpu', 's'), ['gpu'], 2).map((t) => t.key)).toEqual(['gpu0', 'gpu1']);
+  });
+
+  it('reads the queue by index seeks only: no scan of it, no sort', () => {
+    // Why a plan test: the point of the classes is what the claim does not read (a backlog of
+    // 100,000 tasks no waiting worker can take cost ~5 ms per claim when it was scanned), and
+    // a plan is what can be checked without timing anything.
+    const { store } = openStore();
+    const statements = (store as unknown as { s: Record<string, { source: string }> }).s;
+    const plan = (name: string) => {
+      const sql = statements[name]!.source;
+      const params = Array.from({ length: (sql.match(/\?/g) ?? []).length }, () => 1);
+      return (store.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as Array<{ detail: string }>).map((r) => r.detail).join('; ');
+    };
+    expect(plan('queueOfClass')).toBe('SEARCH tasks USING COVERING INDEX tasks_queue_class (requires=? AND slots=?)');
+    expect(plan('nextQueueClassSlots')).toBe('SEARCH tasks USING COVERING INDEX tasks_queue_class (requires=? AND slots>?)');
+    expect(plan('nextQueueClassRequires')).toBe('SEARCH tasks USING COVERING INDEX tasks_queue_class (requires>?)');
+    // The first class: the first entry of the index (LIMIT 1 stops the scan there).
+    expect(plan('firstQueueClass')).toBe('SCAN tasks USING COVERING INDEX tasks_queue_class');
+  });
+
+  describe('a class a claim found empty is claimable again when a task re-enters the queue', () => {
+    /** Claims the only gpu task, then claims again so the emptied class is dropped. */
+    function drainGpuClass(retries = 0) {
+      const h = openStore();
+      h.store.createJob({ tasks: [gpu('g', { retries }), sh('plain')] });
+      const [taken] = h.store.claimTasks(session('w-gpu', 's-1'), ['gpu'], 1);
+      expect(taken!.key).toBe('g');
+      expect(h.store.claimTasks(session('w-gpu2', 's-2'), ['gpu'], 1).map((t) => t.key)).toEqual(['plain']);
+      expect(h.store.claimTasks(session('w-gpu2', 's-2'), ['gpu'], 1)).toEqual([]);
+      return { ...h, taken: taken! };
+    }
+    const claimGpu = (store: ReturnType<typeof openStore>['store']) => store.claimTasks(session('w-gpu3', 's-3'), ['gpu'], 1).map((t) => t.key);
+
+    it('after a failure with retries left', () => {
+      const { store, taken } = drainGpuClass(1);
+      expect(store.reportExecution('w-gpu', lease(taken), failed())).toMatchObject({ taskState: 'queued' });
+      expect(claimGpu(store)).toEqual(['g']);
+    });
+
+    it('after a release', () => {
+      const { store, taken } = drainGpuClass();
+      expect(store.releaseTask('w-gpu', lease(taken), 'drain')).toMatchObject({ taskState: 'queued' });
+      expect(claimGpu(store)).toEqual(['g']);
+    });
+
+    it('after its lease expired', () => {
+      const { store, clock } = drainGpuClass();
+      clock.advance(TTL + 1);
+      expect(store.requeueExpired()).toEqual({ requeued: 2, failed: 0 });
+      expect(claimGpu(store)).toEqual(['g']);
+    });
+
+    it('after its worker was declared gone', () => {
+      const { store } = drainGpuClass();
+      expect(store.requeueWorkerTasks('w-gpu', 'gone')).toBe(1);
+      expect(claimGpu(store)).toEqual(['g']);
+    });
+
+    it('after a retry of the failed tasks of its job', () => {
+      const { store, taken } = drainGpuClass();
+      expect(store.reportExecution('w-gpu', lease(taken), failed())).toMatchObject({ taskState: 'failed' });
+      expect(store.retryJob(1)).toBe(1);
+      expect(claimGpu(store)).toEqual(['g']);
+    });
+
+    it('after a rollback put back the task whose claim emptied it', () => {
+      const { store } = openStore();
+      store.createJob({ tasks: [gpu('g')] });
+      expect(() =>
+        store.transaction(() => {
+          expect(claimGpu(store)).toEqual(['g']);
+          expect(claimGpu(store)).toEqual([]); // the class is found empty here, and dropped
+          throw new Error('the commit fails');
+        }),
+      ).toThrow('the commit fails');
+      expect(store.getTask(1)!.state).toBe('queued');
+      expect(claimGpu(store)).toEqual(['g']);
+    });
   });
 });

@@ -114,6 +114,14 @@ export function assertConsistent(store: TaskStore): void {
        OR EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = t.id AND (a.outcome = 'running' OR a.ended_at IS NULL))
        OR EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = t.id AND a.attempt > t.attempts)`).all();
   expect(badAttempts, 'tasks whose attempts disagree with their state').toEqual([]);
+  // The claim walks only the classes in its set (TaskStore.queueClasses, private): the set must
+  // hold every class with queued tasks, or be unknown (null, read again at the next claim).
+  // A class missing from it would never be claimed again.
+  const classes = (store as unknown as { queueClasses: Map<string, unknown> | null }).queueClasses;
+  if (classes) {
+    const queued = db.prepare(`SELECT DISTINCT slots, requires FROM tasks WHERE state = 'queued'`).all() as Array<{ slots: number; requires: string | null }>;
+    expect(queued.map((c) => `${c.slots}:${c.requires}`).filter((key) => !classes.has(key)), 'queued classes no claim would walk').toEqual([]);
+  }
 }
 
 export function taskStates(store: TaskStore, jobSeq: number): Record<string, TaskState> {
