@@ -1,7 +1,7 @@
 /**
  * The worker daemon end to end: a real manager process, real worker processes, real children.
  */
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { alive, finished, killAll, runWorkerToExit, startManager, startWorker, tempDir, until } from './harness.js';
@@ -30,6 +30,9 @@ describe('worker end to end', () => {
     expect(workers.map((w) => w.name).sort()).toEqual(['w1', 'w2']);
     expect(workers.reduce((n, w) => n + w.tasksSucceeded, 0)).toBe(500);
     for (const w of workers) expect(w.tasksSucceeded).toBeGreaterThan(0);
+    // Every result was acked, so every outbox empties, although a result is sent while it is
+    // still being written (an ack's removal waits for the write).
+    await until('the outboxes emptied', () => ([w1, w2].every((w) => readdirSync(join(w.workDir, 'outbox')).length === 0) ? true : undefined), 10_000);
     // One line per task start and finish, and never a token, in any log.
     expect(w1.logs.filter((l) => l.msg === 'task finished').length + w2.logs.filter((l) => l.msg === 'task finished').length).toBe(500);
     for (const p of [m, w1, w2]) {
@@ -106,6 +109,24 @@ describe('worker end to end', () => {
     expect(task).toMatchObject({ id: taskId, attempts: 1, result: { exitCode: 0, stdoutTail: 'done\n' } });
     // The orphaned process of the first incarnation was still killed.
     await until('the orphaned task process to be gone', () => (alive(pid) ? undefined : true), 10_000);
+  });
+
+  it('sends its results without waiting for the outbox, and carries on when the outbox cannot be written', async () => {
+    const m = await startManager();
+    const w = startWorker(m, { name: 'w1', slots: 1 });
+    // A first task: the session is set up (its outbox re-sent, its credits granted) before the
+    // outbox breaks.
+    expect(await finished(m.api, (await m.api.createJob({ tasks: [{ command: ['true'] }] })).id)).toMatchObject({ state: 'succeeded' });
+    // The outbox is a file now: every result's write to it fails (ENOTDIR).
+    rmSync(join(w.workDir, 'outbox'), { recursive: true });
+    writeFileSync(join(w.workDir, 'outbox'), '');
+    const job = await m.api.createJob({ tasks: [{ key: 'a', command: ['true'] }, { key: 'b', command: ['true'] }] });
+    // Each result still reaches the manager (and is acked), one after the other on one slot.
+    const done = await finished(m.api, job.id);
+    expect(done).toMatchObject({ state: 'succeeded', counts: { succeeded: 2, total: 2 } });
+    expect(w.logs.filter((l) => l.msg === 'result not written to the outbox; sent all the same, but if no ack comes before a reconnect or restart, the task runs again')).toHaveLength(2);
+    expect(w.proc.exitCode).toBeNull();
+    expect(readdirSync(join(w.workDir, 'running'))).toEqual([]);
   });
 
   it('cancels a running task on its worker', async () => {
