@@ -38,7 +38,7 @@ export type Params = Record<string, unknown>;
 
 const MiB = 1024 * 1024;
 const num = (p: Params, k: string, d: number): number => (typeof p[k] === 'number' ? (p[k] as number) : d);
-const nodeFlags = (p: Params): string[] => (typeof p.profileDir === 'string' ? ['--cpu-prof', `--cpu-prof-dir=${p.profileDir}`] : []);
+const nodeFlags = (p: Params): string[] => (typeof p.profileDir === 'string' ? ['--cpu-prof', `--cpu-prof-dir=${p.profileDir}`, ...(typeof p.profileInterval === 'number' ? [`--cpu-prof-interval=${p.profileInterval}`] : [])] : []);
 
 // ---- 1 + 7. dispatch throughput ----------------------------------------------------------------------
 

@@ -114,9 +114,12 @@ describe('worker end to end', () => {
   it('sends its results without waiting for the outbox, and carries on when the outbox cannot be written', async () => {
     const m = await startManager();
     const w = startWorker(m, { name: 'w1', slots: 1 });
-    // A first task: the session is set up (its outbox re-sent, its credits granted) before the
-    // outbox breaks.
+    const running = () => readdirSync(join(w.workDir, 'running'));
+    // A first task: the session is set up (its outbox re-sent, its credits granted), and the
+    // task's own outbox write has ended (its running record goes after it), before the outbox
+    // breaks.
     expect(await finished(m.api, (await m.api.createJob({ tasks: [{ command: ['true'] }] })).id)).toMatchObject({ state: 'succeeded' });
+    await until('the first task done with', () => (running().length === 0 ? true : undefined), 30_000, 20);
     // The outbox is a file now: every result's write to it fails (ENOTDIR).
     rmSync(join(w.workDir, 'outbox'), { recursive: true });
     writeFileSync(join(w.workDir, 'outbox'), '');
@@ -124,9 +127,11 @@ describe('worker end to end', () => {
     // Each result still reaches the manager (and is acked), one after the other on one slot.
     const done = await finished(m.api, job.id);
     expect(done).toMatchObject({ state: 'succeeded', counts: { succeeded: 2, total: 2 } });
-    expect(w.logs.filter((l) => l.msg === 'result not written to the outbox; sent all the same, but if no ack comes before a reconnect or restart, the task runs again')).toHaveLength(2);
+    const notWritten = () => w.logs.filter((l) => l.msg === 'result not written to the outbox; sent all the same, but if no ack comes before a reconnect or restart, the task runs again').length;
+    await until('both failed writes logged', () => (notWritten() === 2 ? true : undefined), 30_000, 20);
+    await until('the running records removed', () => (running().length === 0 ? true : undefined), 30_000, 20);
     expect(w.proc.exitCode).toBeNull();
-    expect(readdirSync(join(w.workDir, 'running'))).toEqual([]);
+    expect(notWritten()).toBe(2);
   });
 
   it('cancels a running task on its worker', async () => {

@@ -4,10 +4,11 @@
  * result on the same session — not leave it in its outbox until some later reconnect — and
  * forget it only once it is acked.
  */
-import { readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { until } from './harness.js';
+import type { WebSocket } from 'ws';
+import { tempDir, until } from './harness.js';
 import { killAllProcs, startWorker } from './support/procs.js';
 import { closeScriptedManagers, startScriptedManager, welcome, type Frame } from './support/scripted-manager.js';
 
@@ -41,5 +42,46 @@ describe('worker after a non-fatal manager error', () => {
     expect(frames).toEqual([protocol === 1 ? 'result' : 'results', protocol === 1 ? 'result' : 'results']);
     await until('the outbox emptied', () => (readdirSync(join(w.workDir, 'outbox')).filter((f) => !f.startsWith('.')).length === 0 ? true : undefined), 30_000, 50);
     expect(w.proc.exitCode).toBeNull();
+  });
+});
+
+describe('worker after a reconnect', () => {
+  it('sends a result that finished between sessions even when its outbox write failed', async () => {
+    const dir = tempDir('resend-gate');
+    const go = join(dir, 'go');
+    const hellos: Frame[] = [];
+    const results: Frame[] = [];
+    let second: WebSocket | null = null;
+    const m = await startScriptedManager((ws, msg) => {
+      if (msg.type === 'hello') {
+        hellos.push(msg);
+        if (hellos.length === 1) ws.send(welcome(2));
+        else second = ws; // welcomed by the test, once the task has finished
+      } else if (msg.type === 'pull' && hellos.length === 1) {
+        // The task waits for the test; then the session drops under it.
+        ws.send(JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-9', jobId: 'job-1', key: null, attempt: 1, leaseId: 'lease-9', spec: { shell: `while [ ! -e ${go} ]; do sleep 0.02; done` } }] }));
+      } else if (msg.type === 'results') {
+        results.push(...(msg.results as Frame[]));
+      }
+    });
+    const w = startWorker(m, { name: 'between', slots: 1 });
+    const running = () => readdirSync(join(w.workDir, 'running'));
+    await until('the task running', () => (running().length === 1 ? true : undefined), 30_000, 20);
+    // The result's place in the outbox is a directory: its write fails at the rename.
+    mkdirSync(join(w.workDir, 'outbox', 'task-9.lease-9.json'));
+    await w.waitForLog((l) => l.msg === 'task started', 'task start');
+    // Drop the session; the worker reconnects, and its second hello waits unanswered.
+    for (const client of m.clients()) client.terminate();
+    await until('the second hello', () => (second ? true : undefined), 30_000, 20);
+    expect(hellos[1]!.running).toEqual([{ taskId: 'task-9', leaseId: 'lease-9' }]);
+    writeFileSync(go, '');
+    // Finished while not welcomed: nothing is sent yet, and the write has failed by the time
+    // the running record goes.
+    await until('the task finished and its record removed', () => (running().length === 0 ? true : undefined), 30_000, 20);
+    expect(w.logs.some((l) => l.msg?.startsWith('result not written to the outbox'))).toBe(true);
+    expect(results).toEqual([]);
+    second!.send(welcome(2));
+    await until('the result sent on the new session', () => (results.length > 0 ? true : undefined), 30_000, 20);
+    expect(results).toEqual([expect.objectContaining({ taskId: 'task-9', leaseId: 'lease-9', report: expect.objectContaining({ exitCode: 0 }) })]);
   });
 });

@@ -13,6 +13,8 @@ export interface ScriptedManager {
   workerToken: string;
   /** Connections accepted so far (one per worker session). */
   readonly sessions: number;
+  /** The connections open now. */
+  clients(): WebSocket[];
 }
 
 const servers: WebSocketServer[] = [];
@@ -32,6 +34,7 @@ export async function startScriptedManager(onMessage: (ws: WebSocket, msg: Frame
     get sessions() {
       return sessions;
     },
+    clients: () => [...server.clients],
   };
 }
 

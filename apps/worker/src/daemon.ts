@@ -27,7 +27,7 @@ import {
 import type { WorkerConfig } from './config.js';
 import { startExecution, type Execution } from './executor.js';
 import { startJanitor } from './janitor.js';
-import { Outbox } from './outbox.js';
+import { Outbox, type PendingResult } from './outbox.js';
 import { ReportSender } from './sender.js';
 
 export type DaemonState = 'starting' | 'waiting-ready' | 'connecting' | 'running' | 'draining' | 'stopped';
@@ -91,7 +91,10 @@ export class WorkerDaemon {
   private resendTimer: NodeJS.Timeout | null = null;
   private resendAttempt = 0;
   private readonly running = new Map<string, Running>();
-  /** Results and releases sent and not yet acked, by `${taskId}/${leaseId}`. */
+  /**
+   * Results and releases sent (or due) and not yet acked, by `${taskId}/${leaseId}`. Results
+   * outlive a disconnect and go again on the next welcome; releases are left to the TTL.
+   */
   private readonly unacked = new Map<string, WorkerMessage>();
   /** Leases of tasks a previous incarnation was running, to hand back after connecting. */
   private orphanedLeases: RunningRecord[] = [];
@@ -212,7 +215,9 @@ export class WorkerDaemon {
     // A session that got as far as welcome ends any downgrade: the manager may be upgraded now.
     if (wasWelcomed) this.offeredProtocol = PROTOCOL_VERSION;
     this.synced = false;
-    this.unacked.clear(); // resent from the outbox (results) or left to the TTL (releases)
+    // Releases are left to the TTL. Results stay: the next session sends them again, with the
+    // outbox (which holds them too, unless their write failed).
+    for (const [key, m] of this.unacked) if (m.type !== 'result') this.unacked.delete(key);
     this.sender.reset();
     this.stopHeartbeats();
     if (this.state === 'stopped' || this.leaving) return;
@@ -341,7 +346,11 @@ export class WorkerDaemon {
     // Hand back tasks a crashed predecessor was running: requeued now instead of after the TTL.
     for (const o of this.orphanedLeases.splice(0)) this.sendRelease(o.taskId, o.leaseId, 'shutdown');
     await this.outboxSettled(); // results that finished while disconnected are all in it
-    for (const p of await this.outbox.pending()) this.sendResult(p.taskId, p.leaseId, p.report);
+    const results = new Map<string, PendingResult>();
+    for (const p of await this.outbox.pending()) results.set(`${p.taskId}/${p.leaseId}`, p);
+    // And those held only in memory: their outbox write failed.
+    for (const [key, m] of this.unacked) if (m.type === 'result' && !results.has(key)) results.set(key, m);
+    for (const p of results.values()) this.sendResult(p.taskId, p.leaseId, p.report);
     this.synced = true;
     if (this.state === 'draining') this.send({ type: 'draining', reason: 'draining before reconnect' });
     else this.grantCredits(this.freeSlots());
@@ -385,7 +394,7 @@ export class WorkerDaemon {
     } else {
       // Sent at once, and written to the outbox meanwhile: the write (a temp file, two fsyncs,
       // a rename) took ~8 thread-pool round trips between a task's exit and its result, with
-      // the slot idle (+13% tasks/s for `true` here; on a VM's standard disk each fsync costs
+      // the slot idle (+10% tasks/s for `true` here; on a VM's standard disk each fsync costs
       // milliseconds). The outbox is for results that get no ack: a manager outage, or a worker
       // crash. A crash before the write lands leaves the running record, so the next start
       // releases the lease; the manager then keeps the result if it got it, else the task runs
@@ -396,12 +405,12 @@ export class WorkerDaemon {
     }
     this.running.delete(task.taskId);
     // The slot's credit leaves with the result, in the same turn, so the manager can settle one
-    // and claim for the other in one commit. The running record goes once the result is in the
-    // outbox: a crash in between leaves a record whose result is in the outbox, and the next
+    // and claim for the other in one commit. The running record goes once the outbox write has
+    // ended: a crash in between leaves a record whose result is in the outbox, and the next
     // start sends that result instead of releasing the lease (see run()).
     this.grantCredits(slots);
     await written;
-    await unlink(this.runningFile(task.taskId)).catch(() => {});
+    await unlink(this.runningFile(task.taskId, task.leaseId)).catch(() => {});
     this.wakeSettled();
   }
 
@@ -575,12 +584,16 @@ export class WorkerDaemon {
     return join(this.config.workDir, 'worker-id');
   }
 
-  private runningFile(taskId: string): string {
-    return join(this.config.workDir, 'running', `${taskId}.json`);
+  /**
+   * One file per lease, not per task: a failed run's record is removed only once its outbox
+   * write has ended, and by then the retry of the same task may run here under a new lease.
+   */
+  private runningFile(taskId: string, leaseId: string): string {
+    return join(this.config.workDir, 'running', `${taskId}.${leaseId}.json`);
   }
 
   private async writeRunningRecord(r: RunningRecord): Promise<void> {
-    await writeFile(this.runningFile(r.taskId), JSON.stringify(r));
+    await writeFile(this.runningFile(r.taskId, r.leaseId), JSON.stringify(r));
   }
 
   /**

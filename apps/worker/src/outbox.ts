@@ -1,8 +1,9 @@
 /**
- * The durable result outbox. A finished result is written and fsynced here *before* it is
- * sent, and deleted only when the manager acks it, so neither a manager outage nor a worker
- * crash loses finished work. One file per result: an ack deletes exactly one file, and a torn
- * write (crash mid-write) can only ever be a temp file, which is ignored.
+ * The durable result outbox. A finished result is written and fsynced here while it is sent
+ * (the daemon does not wait for the write; see startTask there), and deleted only when the
+ * manager acks it, so neither a manager outage nor a worker crash loses finished work. One file
+ * per result: an ack deletes exactly one file, and a torn write (crash mid-write) can only ever
+ * be a temp file, which is ignored.
  */
 import { access, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';

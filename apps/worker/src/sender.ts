@@ -9,7 +9,7 @@
  * finish together (no-op tasks, the outbox re-sent after a reconnect) are common; one frame per
  * result halved what a 16-slot worker could push through (docs/benchmarks.md, results frame).
  * Waiting for the end of the turn (setImmediate, after the I/O callbacks) is what lets the
- * results of outbox writes that complete together meet; it adds no measurable latency.
+ * results of tasks whose exits were seen together meet; it adds no measurable latency.
  */
 import type WebSocket from 'ws';
 import { MAX_MESSAGE_BYTES, MAX_RESULTS_PER_MESSAGE, sendFrames, type ResultItem } from '@pullman/protocol';

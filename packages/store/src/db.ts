@@ -26,8 +26,9 @@ export function openDatabase(options: OpenDbOptions): Database.Database {
   const db = new Database(options.path);
   db.pragma('journal_mode = WAL');
   db.pragma(`synchronous = ${options.sync === 'full' ? 'FULL' : 'NORMAL'}`);
-  // Measured here: the claim query spends most of its time on page faults for temporary
-  // b-trees with the default temp_store; MEMORY makes claims ~3x faster (TOOLCHAIN.md).
+  // Measured here: a claim query that needs temporary b-trees spends most of its time on their
+  // page faults with the default temp_store; MEMORY makes such claims ~3x faster (TOOLCHAIN.md).
+  // The claim reads tasks_queue_class without one now; other statements still may.
   db.pragma('temp_store = MEMORY');
   db.pragma('busy_timeout = 5000');
   db.pragma('cache_size = -65536'); // 64 MiB page cache

@@ -34,6 +34,7 @@ import {
 import { BatchStatement } from './batch.js';
 import { BACKSTOP_PAGES, BackgroundCheckpointer } from './checkpointer.js';
 import { openDatabase, type SyncMode } from './db.js';
+import { QueueClasses } from './queue-classes.js';
 
 /**
  * Extra candidates a claim looks at beyond its slot count, so that when the head of the queue
@@ -206,16 +207,6 @@ interface RunningAttempt {
 /** A row leased by a dispatch round, as the raw lease statements return it. */
 type LeasedRow = [id: number, jobSeq: number, key: string | null, attempt: number, spec: string, leaseId: string, queuedAt: number];
 
-/**
- * A class of queued tasks: the same required labels (as stored) and slots. A worker can take
- * every task of a class or none, so a claim walks the classes its workers can take.
- */
-interface QueueClass {
-  requires: string | null;
-  labels: readonly string[];
-  slots: number;
-}
-
 /** Per-state deltas applied to a job's counters in one statement. */
 type CountDelta = Partial<Record<TaskState, number>>;
 
@@ -235,13 +226,13 @@ export class TaskStore {
    */
   private readonly inTransaction: (fn: () => unknown) => unknown;
   /**
-   * The classes that may have queued tasks (keyed by addQueueClass): every class that has some,
-   * and maybe a few emptied since (a claim that finds one empty drops it). null: unknown, read
-   * from the index at the next claim. Why in memory: reading the classes from the index costs a
-   * few statements per claim, and the claim is on the idle-latency path; the set grows only when
-   * tasks enter the queue, which happens in this class alone (noteQueued).
+   * The classes that may have queued tasks: every class that has some, and maybe a few emptied
+   * since (a claim that finds one empty drops it; a cancelled job's are dropped with it). null:
+   * unknown, read from the index at the next claim. Why in memory: reading the classes from the
+   * index costs a few statements per claim, and the claim is on the idle-latency path; the set
+   * grows only when tasks enter the queue, which happens in this class alone (noteQueued).
    */
-  private queueClasses: Map<string, QueueClass> | null = null;
+  private queueClasses: QueueClasses | null = null;
 
   constructor(options: StoreOptions) {
     this.db = openDatabase({ path: options.path, sync: options.sync ?? 'normal', maxPages: options.maxPages });
@@ -391,6 +382,8 @@ export class TaskStore {
       this.endAttempt(row, now, 'cancelled', null, { code: 'CANCELLED', message: 'job cancelled' });
     }
     const queued = this.s.cancelQueuedOfJob.run(now, jobSeq).changes;
+    // Its classes may now be empty, and a class only a missing worker could take would stay.
+    if (queued > 0) this.queueClasses = null;
     const running = this.s.cancelRunningOfJob.run(now, jobSeq).changes;
     this.applyCounts(jobSeq, { queued: -queued, running: -running, cancelled: queued + running });
     this.s.setJobState.run('cancelled', now, jobSeq);
@@ -494,10 +487,11 @@ export class TaskStore {
   }
 
   /**
-   * Claims for many waiting workers at once: one candidate query per distinct label set
-   * instead of one per worker. Candidates are dealt round-robin in queue order, each to the
-   * next worker with room for it. Returns one list per request, in request order; a task's
-   * spec stays raw JSON so the dispatcher can send it without re-serialising.
+   * Claims for many waiting workers at once: one candidate read per distinct label set (a
+   * walk per queue class it can take) instead of one per worker. Candidates are dealt
+   * round-robin in queue order, each to the next worker with room for it. Returns one list per
+   * request, in request order; a task's spec stays raw JSON so the dispatcher can send it
+   * without re-serialising.
    *
    * Why: with 64 one-slot workers, per-worker claims ran the candidate query 64 times per
    * dispatch round; batching them is most of what took dispatch from ~7k to ~20k tasks/s.
@@ -576,11 +570,10 @@ export class TaskStore {
     const classes = (this.queueClasses ??= this.readQueueClasses());
     let rows: Row[] = [];
     let walked = 0;
-    for (const [key, c] of classes) {
-      if (c.slots > freeSlots || !c.labels.every((l) => labels.has(l))) continue;
+    for (const c of classes.takeable(labels, freeSlots)) {
       const got = this.s.queueOfClass.all(c.requires, c.slots, limit) as Row[];
       if (got.length === 0) {
-        classes.delete(key); // emptied since it was noted; noteQueued brings it back
+        classes.delete(c); // emptied since it was noted; noteQueued brings it back
         continue;
       }
       rows = walked++ === 0 ? got : rows.concat(got);
@@ -594,13 +587,13 @@ export class TaskStore {
   }
 
   /** The classes present in the queue, from the index: a seek per class, not a scan. */
-  private readQueueClasses(): Map<string, QueueClass> {
-    const classes = new Map<string, QueueClass>();
+  private readQueueClasses(): QueueClasses {
+    const classes = new QueueClasses();
     type ClassRow = [requires: string | null, slots: number] | undefined;
     let row = this.s.firstQueueClass.get() as ClassRow;
     while (row) {
       const [requires, slots] = row;
-      addQueueClass(classes, requires, slots);
+      classes.add(requires, slots);
       // The next slots value with the same labels, else the next labels ('' sorts before
       // every stored requires, which is a JSON array).
       row = (this.s.nextQueueClassSlots.get(requires, slots) ?? this.s.nextQueueClassRequires.get(requires ?? '')) as ClassRow;
@@ -610,7 +603,7 @@ export class TaskStore {
 
   /** Every path that puts a task in the queue tells the class set here. */
   private noteQueued(requires: string | null, slots: number): void {
-    if (this.queueClasses) addQueueClass(this.queueClasses, requires, slots);
+    this.queueClasses?.add(requires, slots);
   }
 
   /** Extends every lease held by a worker session to now + TTL. Returns how many. */
@@ -893,11 +886,6 @@ export class TaskStore {
     if (!job) throw new PullmanError('JOB_NOT_FOUND', `job ${formatJobId(jobSeq)} does not exist`);
     return job;
   }
-}
-
-function addQueueClass(classes: Map<string, QueueClass>, requires: string | null, slots: number): void {
-  const key = `${slots}:${requires}`; // requires is a JSON array or null: keys cannot collide
-  if (!classes.has(key)) classes.set(key, { requires, slots, labels: requires === null ? [] : (JSON.parse(requires) as string[]) });
 }
 
 /** Methods that run in a transaction of their own (a savepoint when nested). */

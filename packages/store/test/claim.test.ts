@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { TaskSpec } from '@pullman/protocol';
+import { QueueClasses } from '../src/queue-classes.js';
 import { failed, jobSeq, lease, openStore, reopen, session, T0, taskStates, TTL } from './helpers.js';
 
 const sh = (key: string, over: Partial<TaskSpec> = {}): TaskSpec => ({ key, shell: `echo ${key}`, ...over });
@@ -217,6 +218,17 @@ describe('queue classes (tasks with the same labels and slots)', () => {
     expect(store.claimTasks(session('w-gpu', 's'), ['gpu'], 2).map((t) => t.key)).toEqual(['gpu0', 'gpu1']);
   });
 
+  it('forgets the classes of a cancelled job (one only a missing worker could take would stay)', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('plain')] });
+    expect(store.claimTasks(session(), [], 1)).toHaveLength(1); // the class set is in use now
+    const { job } = store.createJob({ tasks: Array.from({ length: 3 }, (_, i) => sh(`pinned${i}`, { requires: [`host=${i}`] })) });
+    const classes = () => (store as unknown as { queueClasses: QueueClasses | null }).queueClasses;
+    expect(classes()?.has('["host=1"]', 1)).toBe(true);
+    store.cancelJob(jobSeq(job.id));
+    expect(classes()?.has('["host=1"]', 1) ?? false).toBe(false);
+  });
+
   it('reads the queue by index seeks only: no scan of it, no sort', () => {
     // Why a plan test: the point of the classes is what the claim does not read (a backlog of
     // 100,000 tasks no waiting worker can take cost ~5 ms per claim when it was scanned), and
@@ -293,5 +305,25 @@ describe('queue classes (tasks with the same labels and slots)', () => {
       expect(store.getTask(1)!.state).toBe('queued');
       expect(claimGpu(store)).toEqual(['g']);
     });
+  });
+});
+
+describe('QueueClasses', () => {
+  it('offers a worker only the classes whose labels it all has and whose slots fit', () => {
+    const classes = new QueueClasses();
+    const all: Array<[string | null, number]> = [[null, 1], [null, 4], ['["gpu"]', 1], ['["gpu","big-mem"]', 2], ['["big-mem","gpu"]', 1], ['["host=a"]', 1], ['["host=b"]', 1]];
+    for (const [requires, slots] of all) classes.add(requires, slots);
+    classes.add(null, 1); // again: no second entry
+    expect(classes.size).toBe(all.length);
+    const takeable = (labels: string[], free: number) => classes.takeable(new Set(labels), free).map((c) => `${c.slots}:${c.requires}`).sort();
+    expect(takeable([], 8)).toEqual(['1:null', '4:null']);
+    expect(takeable([], 1)).toEqual(['1:null']);
+    expect(takeable(['gpu'], 8)).toEqual(['1:["gpu"]', '1:null', '4:null']);
+    expect(takeable(['big-mem', 'gpu', 'host=b'], 2)).toEqual(['1:["big-mem","gpu"]', '1:["gpu"]', '1:["host=b"]', '1:null', '2:["gpu","big-mem"]']);
+    classes.delete(classes.takeable(new Set(['host=b']), 1).find((c) => c.requires === '["host=b"]')!);
+    expect(classes.has('["host=b"]', 1)).toBe(false);
+    expect(classes.has('["host=a"]', 1)).toBe(true);
+    expect(takeable(['host=b'], 1)).toEqual(['1:null']);
+    expect(classes.size).toBe(all.length - 1);
   });
 });

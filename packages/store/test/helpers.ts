@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, expect } from 'vitest';
 import { parseJobId, parseTaskId, type ExecutionReport, type HelloMessage, type TaskAssignment, type TaskState } from '@pullman/protocol';
 import { TaskStore, type LeaseRef, type SessionRef } from '../src/index.js';
+import type { QueueClasses } from '../src/queue-classes.js';
 
 export const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
 export const TTL = 30_000;
@@ -117,10 +118,10 @@ export function assertConsistent(store: TaskStore): void {
   // The claim walks only the classes in its set (TaskStore.queueClasses, private): the set must
   // hold every class with queued tasks, or be unknown (null, read again at the next claim).
   // A class missing from it would never be claimed again.
-  const classes = (store as unknown as { queueClasses: Map<string, unknown> | null }).queueClasses;
+  const classes = (store as unknown as { queueClasses: QueueClasses | null }).queueClasses;
   if (classes) {
     const queued = db.prepare(`SELECT DISTINCT slots, requires FROM tasks WHERE state = 'queued'`).all() as Array<{ slots: number; requires: string | null }>;
-    expect(queued.map((c) => `${c.slots}:${c.requires}`).filter((key) => !classes.has(key)), 'queued classes no claim would walk').toEqual([]);
+    expect(queued.filter((c) => !classes.has(c.requires, c.slots)), 'queued classes no claim would walk').toEqual([]);
   }
 }
 
