@@ -4,7 +4,7 @@
  * result on the same session — not leave it in its outbox until some later reconnect — and
  * forget it only once it is acked.
  */
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { WebSocket } from 'ws';
@@ -83,5 +83,29 @@ describe('worker after a reconnect', () => {
     second!.send(welcome(2));
     await until('the result sent on the new session', () => (results.length > 0 ? true : undefined), 30_000, 20);
     expect(results).toEqual([expect.objectContaining({ taskId: 'task-9', leaseId: 'lease-9', report: expect.objectContaining({ exitCode: 0 }) })]);
+  });
+});
+
+describe('worker with an outbox it cannot read', () => {
+  it('still pulls after a reconnect, and says why the outbox is not re-sent', async () => {
+    let hellos = 0;
+    const pulls: number[] = [];
+    const m = await startScriptedManager((ws, msg) => {
+      if (msg.type === 'hello') {
+        hellos++;
+        ws.send(welcome(2));
+      } else if (msg.type === 'pull') {
+        pulls.push(hellos);
+      }
+    });
+    const w = startWorker(m, { name: 'broken-outbox', slots: 2 });
+    await until('the first pull', () => (pulls.includes(1) ? true : undefined), 30_000, 20);
+    // The outbox directory is a file now (disk trouble); then the session drops.
+    rmSync(join(w.workDir, 'outbox'), { recursive: true });
+    writeFileSync(join(w.workDir, 'outbox'), '');
+    for (const client of m.clients()) client.terminate();
+    await until('a pull on the second session', () => (pulls.includes(2) ? true : undefined), 30_000, 20);
+    expect(w.logs.some((l) => l.msg === 'the outbox cannot be read; the results in it are not sent')).toBe(true);
+    expect(w.proc.exitCode).toBeNull();
   });
 });

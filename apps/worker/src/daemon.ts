@@ -347,7 +347,7 @@ export class WorkerDaemon {
     for (const o of this.orphanedLeases.splice(0)) this.sendRelease(o.taskId, o.leaseId, 'shutdown');
     await this.outboxSettled(); // results that finished while disconnected are all in it
     const results = new Map<string, PendingResult>();
-    for (const p of await this.outbox.pending()) results.set(`${p.taskId}/${p.leaseId}`, p);
+    for (const p of await this.readOutbox()) results.set(`${p.taskId}/${p.leaseId}`, p);
     // And those held only in memory: their outbox write failed.
     for (const [key, m] of this.unacked) if (m.type === 'result' && !results.has(key)) results.set(key, m);
     for (const p of results.values()) this.sendResult(p.taskId, p.leaseId, p.report);
@@ -414,6 +414,20 @@ export class WorkerDaemon {
     this.wakeSettled();
   }
 
+  /**
+   * The results waiting in the outbox. An outbox that cannot be read (its directory replaced or
+   * unreadable: disk trouble) is logged and read as empty rather than stopping the session:
+   * welcome handling used to fail there, leaving a connected worker that never pulled.
+   */
+  private async readOutbox(): Promise<PendingResult[]> {
+    try {
+      return await this.outbox.pending();
+    } catch (err) {
+      this.log.error({ err, dir: this.outbox.dir }, 'the outbox cannot be read; the results in it are not sent');
+      return [];
+    }
+  }
+
   /** Writes a result to the outbox; never rejects (a failed write is logged, the result still goes). */
   private persistResult(result: { taskId: string; leaseId: string; report: ExecutionReport }): Promise<void> {
     const written = this.outbox.put(result).catch((err: unknown) => {
@@ -454,7 +468,7 @@ export class WorkerDaemon {
     if (this.state === 'stopped') return;
     this.setState('draining', { reason });
     await this.outboxSettled(); // a result that just finished is in the outbox before it is counted
-    if (!this.welcomed && this.running.size === 0 && (await this.outbox.pending()).length === 0) {
+    if (!this.welcomed && this.running.size === 0 && (await this.readOutbox()).length === 0) {
       // Nothing to finish and nobody to tell.
       await this.runBeforeExit();
       return this.stop(0);
@@ -471,7 +485,7 @@ export class WorkerDaemon {
     const flushBy = Date.now() + FLUSH_TIMEOUT_MS;
     await this.until(() => this.unacked.size === 0 && this.synced, () => flushBy);
     await this.outboxSettled();
-    const left = (await this.outbox.pending()).length;
+    const left = (await this.readOutbox()).length;
     if (left > 0) this.log.warn({ results: left }, 'manager unreachable: results stay in the outbox and are sent at the next start');
     this.leaving = true;
     if (this.welcomed) this.send({ type: 'bye' });
