@@ -32,13 +32,21 @@ export function openDatabase(options: OpenDbOptions): Database.Database {
   db.pragma('temp_store = MEMORY');
   db.pragma('busy_timeout = 5000');
   db.pragma('cache_size = -65536'); // 64 MiB page cache
-  migrate(db);
+  migrate(db, options.path);
   if (options.maxPages !== undefined) db.pragma(`max_page_count = ${Math.floor(options.maxPages)}`);
   return db;
 }
 
-function migrate(db: Database.Database): void {
+function migrate(db: Database.Database, path: string): void {
   const current = db.pragma('user_version', { simple: true }) as number;
+  const newest = MIGRATIONS.at(-1)!.version;
+  // Why refuse: an older release runs its statements against a schema it does not know. Since
+  // migration 4 that is a silent cliff (its claim finds no index in queue order and sorts the
+  // whole queue for every claim), and later migrations may be worse.
+  if (current > newest) {
+    db.close();
+    throw new Error(`the database ${path} has schema version ${current}, newer than this release knows (${newest}): it was upgraded by a newer Pullman. Run that release, or restore a backup made before the upgrade`);
+  }
   for (const m of MIGRATIONS) {
     if (m.version <= current) continue;
     db.transaction(() => {
