@@ -4,7 +4,8 @@
  * result on the same session — not leave it in its outbox until some later reconnect — and
  * forget it only once it is acked.
  */
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { WebSocket } from 'ws';
@@ -83,6 +84,69 @@ describe('worker after a reconnect', () => {
     second!.send(welcome(2));
     await until('the result sent on the new session', () => (results.length > 0 ? true : undefined), 30_000, 20);
     expect(results).toEqual([expect.objectContaining({ taskId: 'task-9', leaseId: 'lease-9', report: expect.objectContaining({ exitCode: 0 }) })]);
+  });
+});
+
+describe('worker after a reconnect, with a result sent but not acked', () => {
+  it('sends it again on the next session even when its outbox write failed', async () => {
+    const results: Array<{ session: number; taskId: unknown }> = [];
+    let hellos = 0;
+    let first: WebSocket | null = null;
+    const m = await startScriptedManager((ws, msg) => {
+      if (msg.type === 'hello') {
+        hellos++;
+        ws.send(welcome(2));
+      } else if (msg.type === 'pull' && hellos === 1) {
+        first = ws; // the task follows once the test has set its trap
+      } else if (msg.type === 'results') {
+        // Never acked: the session drops first.
+        for (const r of msg.results as Frame[]) results.push({ session: hellos, taskId: r.taskId });
+      }
+    });
+    const w = startWorker(m, { name: 'unacked', slots: 1 });
+    await until('the first pull (the outbox has been read)', () => (first ? true : undefined), 30_000, 20);
+    // The result's place in the outbox is a directory: its write fails at the rename.
+    mkdirSync(join(w.workDir, 'outbox', 'task-7.lease-7.json'));
+    first!.send(JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-7', jobId: 'job-1', key: null, attempt: 1, leaseId: 'lease-7', spec: { command: ['true'] } }] }));
+    await until('the result sent on the first session', () => (results.length === 1 ? true : undefined), 30_000, 20);
+    await until('its outbox write failed', () => (w.logs.some((l) => l.msg?.startsWith('result not written to the outbox')) ? true : undefined), 30_000, 20);
+    for (const client of m.clients()) client.terminate();
+    await until('the result sent on the second session', () => (results.some((r) => r.session === 2) ? true : undefined), 30_000, 20);
+    expect(results).toEqual([{ session: 1, taskId: 'task-7' }, { session: 2, taskId: 'task-7' }]);
+  });
+});
+
+describe('worker running the retry of a task it just reported', () => {
+  it('keeps the new run\'s record while the old run\'s outbox write is still going', async () => {
+    let session: WebSocket | null = null;
+    const m = await startScriptedManager((ws, msg) => {
+      if (msg.type === 'hello') {
+        ws.send(welcome(2));
+      } else if (msg.type === 'pull' && !session) {
+        session = ws; // the task follows once the test has set its trap
+      } else if (msg.type === 'results') {
+        // The failure is requeued and comes straight back, as the manager's claim does it.
+        ws.send(JSON.stringify({ type: 'acks', acks: [{ taskId: 'task-5', leaseId: 'lease-a', status: 'recorded' }] }));
+        ws.send(JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-5', jobId: 'job-1', key: null, attempt: 2, leaseId: 'lease-b', spec: { command: ['sleep', '300'] } }] }));
+      }
+    });
+    const w = startWorker(m, { name: 'retry', slots: 1 });
+    const workDir = w.workDir;
+    await until('the first pull (the outbox has been read)', () => (session ? true : undefined), 30_000, 20);
+    // The first run's outbox write blocks on a FIFO until the test reads it: the write is
+    // still going when the retry starts.
+    const fifo = join(workDir, 'outbox', 'task-5.lease-a.json.tmp');
+    execFileSync('mkfifo', [fifo]);
+    session!.send(JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-5', jobId: 'job-1', key: null, attempt: 1, leaseId: 'lease-a', spec: { shell: 'exit 3' } }] }));
+    const records = () => readdirSync(join(workDir, 'running')).map((f) => (JSON.parse(readFileSync(join(workDir, 'running', f), 'utf8')) as { leaseId: string }).leaseId);
+    await until('the retry running', () => (records().includes('lease-b') ? true : undefined), 30_000, 20);
+    const before = records().length;
+    readFileSync(fifo); // lets the first run's write through (and sees it end)
+    // The first run's record goes once its write has ended: one record fewer.
+    await until('the first run done with', () => (records().length < before ? true : undefined), 30_000, 20);
+    // Named per task, there was one record, overwritten by the retry's, and the first run's late
+    // unlink removed it: a crash would neither kill the retry's process nor hand its lease back.
+    expect(records()).toEqual(['lease-b']);
   });
 });
 

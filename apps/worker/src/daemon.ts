@@ -5,7 +5,7 @@
  * Life cycle (an explicit union, logged on every change):
  *   starting -> waiting-ready -> connecting -> running -> draining -> stopped
  * `connecting` is re-entered from `running` whenever the connection drops; leases survive
- * a reconnect within the TTL, and results wait in the durable outbox meanwhile.
+ * a reconnect within the TTL, and results wait meanwhile, in the durable outbox and in memory.
  */
 import { mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -328,6 +328,10 @@ export class WorkerDaemon {
   }
 
   private async onWelcome(msg: Extract<ManagerMessage, { type: 'welcome' }>): Promise<void> {
+    // The session this welcome belongs to. After each await below: if it dropped meanwhile,
+    // stop here. Marked synced while disconnected, the next session would grant credits before
+    // its own re-send (the double grant grantCredits describes).
+    const ws = this.ws;
     this.welcomed = true;
     // The manager chose the lower of its newest version and what we offered; never above that.
     this.sender.protocol = Math.min(msg.protocol, this.offeredProtocol);
@@ -335,6 +339,7 @@ export class WorkerDaemon {
     if (this.workerId !== msg.workerId) {
       this.workerId = msg.workerId;
       await writeFile(this.idFile, `${msg.workerId}\n`);
+      if (this.ws !== ws) return;
     }
     this.log.info({ workerId: msg.workerId, resumed: msg.resumed.length, lost: msg.lost.length }, 'registered with the manager');
     for (const taskId of msg.lost) {
@@ -348,6 +353,7 @@ export class WorkerDaemon {
     await this.outboxSettled(); // results that finished while disconnected are all in it
     const results = new Map<string, PendingResult>();
     for (const p of await this.readOutbox()) results.set(`${p.taskId}/${p.leaseId}`, p);
+    if (this.ws !== ws) return;
     // And those held only in memory: their outbox write failed.
     for (const [key, m] of this.unacked) if (m.type === 'result' && !results.has(key)) results.set(key, m);
     for (const p of results.values()) this.sendResult(p.taskId, p.leaseId, p.report);
@@ -428,6 +434,15 @@ export class WorkerDaemon {
     }
   }
 
+  /** Results not acked yet: those in the outbox, and those held only in memory (write failed). */
+  private async unsentResults(): Promise<Array<{ taskId: string; inOutbox: boolean }>> {
+    const stored = await this.readOutbox();
+    const inOutbox = new Set(stored.map((p) => `${p.taskId}/${p.leaseId}`));
+    const out = stored.map((p) => ({ taskId: p.taskId, inOutbox: true }));
+    for (const [key, m] of this.unacked) if (m.type === 'result' && !inOutbox.has(key)) out.push({ taskId: m.taskId, inOutbox: false });
+    return out;
+  }
+
   /** Writes a result to the outbox; never rejects (a failed write is logged, the result still goes). */
   private persistResult(result: { taskId: string; leaseId: string; report: ExecutionReport }): Promise<void> {
     const written = this.outbox.put(result).catch((err: unknown) => {
@@ -468,7 +483,7 @@ export class WorkerDaemon {
     if (this.state === 'stopped') return;
     this.setState('draining', { reason });
     await this.outboxSettled(); // a result that just finished is in the outbox before it is counted
-    if (!this.welcomed && this.running.size === 0 && (await this.readOutbox()).length === 0) {
+    if (!this.welcomed && this.running.size === 0 && (await this.unsentResults()).length === 0) {
       // Nothing to finish and nobody to tell.
       await this.runBeforeExit();
       return this.stop(0);
@@ -485,8 +500,11 @@ export class WorkerDaemon {
     const flushBy = Date.now() + FLUSH_TIMEOUT_MS;
     await this.until(() => this.unacked.size === 0 && this.synced, () => flushBy);
     await this.outboxSettled();
-    const left = (await this.readOutbox()).length;
-    if (left > 0) this.log.warn({ results: left }, 'manager unreachable: results stay in the outbox and are sent at the next start');
+    const left = await this.unsentResults();
+    const lost = left.filter((r) => !r.inOutbox).map((r) => r.taskId);
+    if (left.length > lost.length) this.log.warn({ results: left.length - lost.length }, 'manager unreachable: results stay in the outbox and are sent at the next start');
+    // Their outbox write failed: the leases expire on the manager and the tasks run again.
+    if (lost.length > 0) this.log.error({ taskIds: lost }, 'manager unreachable: results that could not be written to the outbox are lost; their tasks will run again');
     this.leaving = true;
     if (this.welcomed) this.send({ type: 'bye' });
     await this.runBeforeExit();

@@ -63,8 +63,8 @@ export class ReportSender {
   }
 
   /**
-   * Drops what is queued (the session ended). Results are safe in the outbox and re-sent after
-   * the next welcome, which also grants credits afresh.
+   * Drops what is queued (the session ended). The daemon keeps its results (in the outbox and
+   * in memory) and re-sends them after the next welcome, which also grants credits afresh.
    */
   reset(): void {
     this.results = [];

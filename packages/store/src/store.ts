@@ -381,9 +381,11 @@ export class TaskStore {
       toCancel.push({ workerId: row.worker_id!, taskId: formatTaskId(row.id), leaseId: row.lease_id! });
       this.endAttempt(row, now, 'cancelled', null, { code: 'CANCELLED', message: 'job cancelled' });
     }
+    // The job's queued classes, to drop those it leaves empty: a class no connected worker can
+    // take would otherwise stay in the set (costing memory, not claims) until a restart.
+    const classes = this.queueClasses ? (this.s.queuedClassesOfJob.all(jobSeq) as Array<[requires: string | null, slots: number]>) : [];
     const queued = this.s.cancelQueuedOfJob.run(now, jobSeq).changes;
-    // Its classes may now be empty, and a class only a missing worker could take would stay.
-    if (queued > 0) this.queueClasses = null;
+    for (const [requires, slots] of classes) if (!this.s.anyQueuedOfClass.get(requires, slots)) this.queueClasses!.delete(requires, slots);
     const running = this.s.cancelRunningOfJob.run(now, jobSeq).changes;
     this.applyCounts(jobSeq, { queued: -queued, running: -running, cancelled: queued + running });
     this.s.setJobState.run('cancelled', now, jobSeq);
@@ -573,7 +575,7 @@ export class TaskStore {
     for (const c of classes.takeable(labels, freeSlots)) {
       const got = this.s.queueOfClass.all(c.requires, c.slots, limit) as Row[];
       if (got.length === 0) {
-        classes.delete(c); // emptied since it was noted; noteQueued brings it back
+        classes.delete(c.requires, c.slots); // emptied since it was noted; noteQueued brings it back
         continue;
       }
       rows = walked++ === 0 ? got : rows.concat(got);
@@ -944,6 +946,8 @@ function prepare(db: Database.Database) {
     // The classes present in the queue, read as a skip scan of tasks_queue_class: the first,
     // then from each the next, one index seek per class (NULL requires sorts first).
     firstQueueClass: raw(`SELECT requires, slots FROM tasks WHERE state = 'queued' ORDER BY requires, slots LIMIT 1`),
+    anyQueuedOfClass: raw(`SELECT 1 FROM tasks WHERE state = 'queued' AND requires IS ? AND slots = ? LIMIT 1`),
+    queuedClassesOfJob: raw(`SELECT DISTINCT requires, slots FROM tasks WHERE job_id = ? AND state = 'queued'`),
     nextQueueClassSlots: raw(`
       SELECT requires, slots FROM tasks WHERE state = 'queued' AND requires IS ? AND slots > ? ORDER BY slots LIMIT 1`),
     nextQueueClassRequires: raw(`

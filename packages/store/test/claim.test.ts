@@ -218,15 +218,18 @@ describe('queue classes (tasks with the same labels and slots)', () => {
     expect(store.claimTasks(session('w-gpu', 's'), ['gpu'], 2).map((t) => t.key)).toEqual(['gpu0', 'gpu1']);
   });
 
-  it('forgets the classes of a cancelled job (one only a missing worker could take would stay)', () => {
+  it('forgets the classes a cancelled job leaves empty, and only those', () => {
     const { store } = openStore();
     store.createJob({ tasks: [sh('plain')] });
     expect(store.claimTasks(session(), [], 1)).toHaveLength(1); // the class set is in use now
-    const { job } = store.createJob({ tasks: Array.from({ length: 3 }, (_, i) => sh(`pinned${i}`, { requires: [`host=${i}`] })) });
-    const classes = () => (store as unknown as { queueClasses: QueueClasses | null }).queueClasses;
-    expect(classes()?.has('["host=1"]', 1)).toBe(true);
+    const { job } = store.createJob({ tasks: [...Array.from({ length: 3 }, (_, i) => sh(`pinned${i}`, { requires: [`host=${i}`] })), sh('plain-2')] });
+    store.createJob({ tasks: [sh('other', { requires: ['host=1'] })] });
+    const classes = () => (store as unknown as { queueClasses: QueueClasses }).queueClasses;
+    expect(classes().has('["host=0"]', 1)).toBe(true);
     store.cancelJob(jobSeq(job.id));
-    expect(classes()?.has('["host=1"]', 1) ?? false).toBe(false);
+    expect(classes().has('["host=0"]', 1)).toBe(false);
+    expect(classes().has('["host=1"]', 1)).toBe(true); // another job's task is still queued there
+    expect(store.claimTasks(session('w-h1', 's'), ['host=1'], 1).map((t) => t.key)).toEqual(['other']);
   });
 
   it('reads the queue by index seeks only: no scan of it, no sort', () => {
@@ -320,10 +323,31 @@ describe('QueueClasses', () => {
     expect(takeable([], 1)).toEqual(['1:null']);
     expect(takeable(['gpu'], 8)).toEqual(['1:["gpu"]', '1:null', '4:null']);
     expect(takeable(['big-mem', 'gpu', 'host=b'], 2)).toEqual(['1:["big-mem","gpu"]', '1:["gpu"]', '1:["host=b"]', '1:null', '2:["gpu","big-mem"]']);
-    classes.delete(classes.takeable(new Set(['host=b']), 1).find((c) => c.requires === '["host=b"]')!);
+    classes.delete('["host=b"]', 1);
     expect(classes.has('["host=b"]', 1)).toBe(false);
     expect(classes.has('["host=a"]', 1)).toBe(true);
     expect(takeable(['host=b'], 1)).toEqual(['1:null']);
     expect(classes.size).toBe(all.length - 1);
+  });
+});
+
+describe('QueueClasses filing', () => {
+  it('files a class under its least crowded label, so a common label does not gather every class', () => {
+    const classes = new QueueClasses();
+    for (let h = 0; h < 50; h++) classes.add(JSON.stringify(['linux', `host=${h}`]), 1);
+    const filed = (labels: string[]) => classes.takeable(new Set(labels), 1);
+    // A worker with only the common label looks at (at most) the one class filed under it,
+    // and can take none of them: every class also needs a host.
+    expect(filed(['linux'])).toEqual([]);
+    expect(filed(['linux', 'host=7']).map((c) => c.requires)).toEqual(['["linux","host=7"]']);
+    expect(filed(['linux', 'host=0']).map((c) => c.requires)).toEqual(['["linux","host=0"]']);
+    const everything = filed(['linux', ...Array.from({ length: 50 }, (_, h) => `host=${h}`)]);
+    expect(everything).toHaveLength(50);
+    expect(everything.filter((c) => c.filedUnder === 'linux').length).toBeLessThanOrEqual(1);
+    const c7 = filed(['linux', 'host=7'])[0]!;
+    expect(c7.filedUnder).toBe('host=7');
+    classes.delete(c7.requires, c7.slots);
+    expect(filed(['linux', 'host=7'])).toEqual([]);
+    expect(classes.size).toBe(49);
   });
 });
