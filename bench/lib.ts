@@ -205,11 +205,11 @@ export function* ndjsonTasks(count: number, spec: object = { command: ['true'] }
   for (let i = 0; i < count; i += perChunk) yield line.repeat(Math.min(perChunk, count - i));
 }
 
-/** Creates an open job, streams `count` no-op tasks into it as NDJSON, optionally seals it. */
-export async function submitNoop(m: Manager, count: number, seal = true): Promise<{ jobId: string; seconds: number }> {
+/** Creates an open job, streams `count` no-op tasks (or `spec`) into it as NDJSON, optionally seals it. */
+export async function submitNoop(m: Manager, count: number, seal = true, spec?: object): Promise<{ jobId: string; seconds: number }> {
   const job = await api<{ id: string }>(m, 'POST', '/v1/jobs', { name: `bench-${count}`, open: true });
   const t0 = performance.now();
-  const r = await request(`${m.url}/v1/jobs/${job.id}/tasks`, { method: 'POST', token: m.adminToken, contentType: 'application/x-ndjson', body: ndjsonTasks(count), timeoutMs: 600_000 });
+  const r = await request(`${m.url}/v1/jobs/${job.id}/tasks`, { method: 'POST', token: m.adminToken, contentType: 'application/x-ndjson', body: ndjsonTasks(count, spec), timeoutMs: 600_000 });
   const seconds = (performance.now() - t0) / 1000;
   const { accepted } = JSON.parse(r.text) as { accepted: number };
   if (accepted !== count) throw new Error(`submitted ${count} tasks, manager accepted ${accepted}`);

@@ -127,6 +127,7 @@ function plan(smoke: boolean, vs: string | null): Measurement[] {
       title: '1. Dispatch throughput',
       variants: [
         d('dispatch-64x1', 64, 1), floor, d('dispatch-8x16', 8, 16),
+        { id: 'dispatch-8x16-backlog', fn: 'dispatch', params: { workers: 8, slots: 16, tasks: dispatchTasks, backlog: S(100_000, 1_000) } },
         w('wire-64x1', 64, 1), w('wire-8x16', 8, 16),
         w('wire-sqlite-64x1', 64, 1, 'wire-sqlite'), w('wire-sqlite-8x16', 8, 16, 'wire-sqlite'),
         ...(vs === 'bullmq'
@@ -157,7 +158,12 @@ function plan(smoke: boolean, vs: string | null): Measurement[] {
           reference: 'Pullman manager, same shape', referenceValue: r.get(`dispatch-${shape}`, 'managerCpuSecPer100k'), referenceUnit: 'CPU-s',
           ratio: r.get(`bullmq-${shape}`, 'cpuSecPer100k') / r.get(`dispatch-${shape}`, 'managerCpuSecPer100k'), target: '—', met: null,
         }];
-      })).concat(['64x1', '8x16'].map((shape): Row => ({
+      })).concat([{
+        measurement: '1. dispatch', figure: `8 × 16 behind a backlog of ${fmt(S(100_000, 1_000))} queued tasks no worker can take (they need a label none has; queued first, higher priority)`,
+        value: r.get('dispatch-8x16-backlog', 'tasksPerSec'), unit: 'tasks/s',
+        reference: '8 × 16 without it', referenceValue: r.get('dispatch-8x16', 'tasksPerSec'), referenceUnit: 'tasks/s',
+        ratio: r.ratio(['dispatch-8x16-backlog', 'tasksPerSec'], ['dispatch-8x16', 'tasksPerSec']), target: '— (≈ 1: such tasks cost a claim nothing)', met: null,
+      }]).concat(['64x1', '8x16'].map((shape): Row => ({
         measurement: '1. dispatch', figure: `manager CPU per 100k tasks, ${shape}`, value: r.get(`dispatch-${shape}`, 'managerCpuSecPer100k'), unit: 'CPU-s',
         reference: 'BullMQ, published', referenceValue: 9.1, referenceUnit: 'CPU-s', ratio: r.get(`dispatch-${shape}`, 'managerCpuSecPer100k') / 9.1, target: '—', met: null,
       }))).concat((['64x1', '8x16'] as const).flatMap((shape): Row[] => dispatchBounds(r, shape))),

@@ -50,6 +50,8 @@ const nodeFlags = (p: Params): string[] => (typeof p.profileDir === 'string' ? [
  * `target` = manager (the real thing), wire (bench/wire-floor.mjs: the protocol from memory, no
  * database; the floor of the worker channel on this machine) or wire-sqlite (the same with the raw
  * SQLite floor's statements per turn: the least a manager on one event loop could do).
+ * `backlog` queues that many tasks first, ahead of the work (higher priority), that need a label
+ * no simulated worker has: what tasks no waiting worker can take cost the dispatch.
  */
 async function dispatch(p: Params): Promise<Figures> {
   const workers = num(p, 'workers', 8);
@@ -60,6 +62,8 @@ async function dispatch(p: Params): Promise<Figures> {
   const m = floor ? null : await startManager({ dbSync: p.dbSync === 'full' ? 'full' : 'normal', nodeFlags: nodeFlags(p) });
   const server = m ?? (await startScript('bench/wire-floor.mjs', [String(tasks), ...(floorDir ? [floorDir] : [])]));
   try {
+    const backlog = num(p, 'backlog', 0);
+    if (m && backlog > 0) await submitNoop(m, backlog, true, { command: ['true'], requires: ['gpu'], priority: 1 });
     const jobId = m ? (await submitNoop(m, tasks)).jobId : null;
     let acked = 0;
     let done!: () => void;
