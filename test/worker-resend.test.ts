@@ -79,7 +79,8 @@ describe('worker after a reconnect', () => {
     // Finished while not welcomed: nothing is sent yet, and the write has failed by the time
     // the running record goes.
     await until('the task finished and its record removed', () => (running().length === 0 ? true : undefined), 30_000, 20);
-    expect(w.logs.some((l) => l.msg?.startsWith('result not written to the outbox'))).toBe(true);
+    // The log line travels through a pipe: it may arrive after the record is gone.
+    await until('the failed write logged', () => (w.logs.some((l) => l.msg?.startsWith('result not written to the outbox')) ? true : undefined), 30_000, 20);
     expect(results).toEqual([]);
     second!.send(welcome(2));
     await until('the result sent on the new session', () => (results.length > 0 ? true : undefined), 30_000, 20);
@@ -169,7 +170,50 @@ describe('worker with an outbox it cannot read', () => {
     writeFileSync(join(w.workDir, 'outbox'), '');
     for (const client of m.clients()) client.terminate();
     await until('a pull on the second session', () => (pulls.includes(2) ? true : undefined), 30_000, 20);
-    expect(w.logs.some((l) => l.msg === 'the outbox cannot be read; the results in it are not sent')).toBe(true);
+    await until('the unreadable outbox logged', () => (w.logs.some((l) => l.msg === 'the outbox cannot be read; the results in it are not sent') ? true : undefined), 30_000, 20);
     expect(w.proc.exitCode).toBeNull();
+  });
+});
+
+describe('worker credits after a reconnect', () => {
+  it('grants each slot once when a task finishes while welcome handling waits for the outbox', async () => {
+    const dir = tempDir('credits-gate');
+    const go = join(dir, 'go');
+    let hellos = 0;
+    let first: WebSocket | null = null;
+    const results: Array<{ session: number; taskId: unknown }> = [];
+    const secondPulls: number[] = [];
+    const m = await startScriptedManager((ws, msg) => {
+      if (msg.type === 'hello') {
+        hellos++;
+        ws.send(welcome(2));
+      } else if (msg.type === 'pull') {
+        if (hellos === 1) first = ws;
+        else secondPulls.push(msg.credits as number);
+      } else if (msg.type === 'results') {
+        for (const r of msg.results as Frame[]) results.push({ session: hellos, taskId: r.taskId });
+      }
+    });
+    const w = startWorker(m, { name: 'credits', slots: 2 });
+    await until('the first pull', () => (first ? true : undefined), 30_000, 20);
+    // Task a's outbox write hangs on a FIFO until the test reads it.
+    const fifo = join(w.workDir, 'outbox', 'task-a.lease-a.json.tmp');
+    execFileSync('mkfifo', [fifo]);
+    first!.send(JSON.stringify({ type: 'tasks', tasks: [
+      { taskId: 'task-a', jobId: 'job-1', key: null, attempt: 1, leaseId: 'lease-a', spec: { command: ['true'] } },
+      { taskId: 'task-b', jobId: 'job-1', key: null, attempt: 1, leaseId: 'lease-b', spec: { shell: `while [ ! -e ${go} ]; do sleep 0.02; done` } },
+    ] }));
+    await until('task a reported', () => (results.some((r) => r.taskId === 'task-a') ? true : undefined), 30_000, 20);
+    for (const client of m.clients()) client.terminate();
+    // The second welcome's handling now waits for task a's outbox write.
+    await until('the second registration', () => (w.logs.filter((l) => l.msg === 'registered with the manager').length === 2 ? true : undefined), 30_000, 20);
+    writeFileSync(go, '');
+    await until('task b reported on the new session', () => (results.some((r) => r.taskId === 'task-b' && r.session === 2) ? true : undefined), 30_000, 20);
+    readFileSync(fifo); // lets task a's write through: welcome handling goes on
+    await until('the new session\'s pull', () => (secondPulls.length > 0 ? true : undefined), 30_000, 20);
+    // One grant of both free slots. Task b's freed slot granted on its own as well (before the
+    // session was synced) would have made three credits for two slots.
+    expect(secondPulls[0]).toBe(2);
+    expect(secondPulls).toEqual([2]);
   });
 });
