@@ -54,8 +54,6 @@ interface Session {
   draining: boolean;
   /** Last claim found nothing that fits; skip until new work or new credits arrive. */
   starved: boolean;
-  /** The first pull came, and with it the requeue of leases the worker does not hold. */
-  reconciled: boolean;
   claiming: boolean;
   lastSeenAt: number;
   /** Acks settled by the current group commit, sent together at the end of the turn. */
@@ -114,7 +112,6 @@ export class WorkerGateway {
       credits: 0,
       draining: false,
       starved: false,
-      reconciled: false,
       claiming: false,
       lastSeenAt: this.now(),
       pendingAcks: [],
@@ -201,7 +198,6 @@ export class WorkerGateway {
       case 'pull':
         s.credits += msg.credits;
         s.starved = false;
-        if (!s.reconciled) this.reconcile(s, workerId);
         this.scheduleDispatch();
         return;
       case 'heartbeat':
@@ -371,27 +367,6 @@ export class WorkerGateway {
   }
 
   // ---- dispatch ------------------------------------------------------------------------------
-
-  /**
-   * At a session's first pull, takes back the worker's leases of other sessions: tasks it never
-   * received (claimed for a session that died before the frame left: a manager crash, a dropped
-   * link) instead of leaving them to expire after a lease TTL. Why at the first pull: by then
-   * the worker has listed what it runs (hello) and re-sent its finished results (before the
-   * pull, in the same write), and this op is queued after their settle op, so it runs after it
-   * in the same commit. A task that is only requeued here was not on the worker.
-   */
-  private reconcile(s: Session, workerId: string): void {
-    s.reconciled = true;
-    this.o.committer
-      .run(() => this.o.store.requeueUnheld({ workerId, sessionId: s.id }))
-      .then((n) => {
-        if (n === 0) return;
-        this.o.log.info({ workerId, requeued: n }, 'requeued leases the reconnected worker does not hold');
-        this.o.metrics.requeued('not-on-worker', n);
-        this.kick();
-      })
-      .catch((err: unknown) => this.o.log.error({ err, workerId }, 'could not requeue the leases the worker does not hold; they expire after the lease TTL'));
-  }
 
   /** A dispatch round runs just before the next group commit and claims inside it. */
   private scheduleDispatch(): void {

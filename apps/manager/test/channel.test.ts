@@ -282,48 +282,6 @@ describe('worker channel', () => {
     expect((await w2.result(t!.taskId, t!.leaseId)).status).toBe('recorded');
   });
 
-  it('at its first pull, a reconnected worker gets back a task that never reached it, not after the TTL', async () => {
-    await submit([{ command: ['kept'] }, { command: ['never-arrived'] }]);
-    const w1 = await connect();
-    const { workerId } = await w1.hello({ name: 'flaky' });
-    w1.send({ type: 'pull', credits: 2 });
-    const [kept, missing] = (await w1.next('tasks')).tasks;
-    await w1.close(); // as if the second task's frame died with the link (or with the manager)
-
-    const w2 = await connect();
-    const welcome = await w2.hello({ name: 'flaky', workerId, running: [{ taskId: kept!.taskId, leaseId: kept!.leaseId }] });
-    expect(welcome.resumed).toEqual([kept!.taskId]);
-    expect(m.store.getTask(parseTaskId(missing!.taskId)!)!.state).toBe('running'); // hello alone takes nothing back
-    w2.send({ type: 'pull', credits: 1 });
-    // No clock advance: the lease has not expired, the task comes back at once.
-    const [again] = (await w2.next('tasks')).tasks;
-    expect(again).toMatchObject({ taskId: missing!.taskId, attempt: 2 });
-    const history = (await request(m.app.server).get(`/v1/tasks/${missing!.taskId}`).set(auth())).body.history as Array<{ outcome: string; error: { message: string } | null }>;
-    expect(history.map((h) => h.outcome)).toEqual(['lost', 'running']);
-    expect(history[0]!.error!.message).toBe('not on its worker when it reconnected');
-    // The lease it listed is untouched.
-    expect((await w2.result(kept!.taskId, kept!.leaseId)).status).toBe('recorded');
-    expect((await request(m.app.server).get('/metrics').set(auth())).text).toMatch(/pullman_tasks_requeued_total\{reason="not-on-worker"\} 1/);
-  });
-
-  it('a result re-sent before the first pull is recorded, not requeued', async () => {
-    await submit([{ command: ['done-offline'] }]);
-    const w1 = await connect();
-    const { workerId } = await w1.hello({ name: 'flaky' });
-    w1.send({ type: 'pull', credits: 1 });
-    const [t] = (await w1.next('tasks')).tasks;
-    await w1.close();
-
-    const w2 = await connect();
-    await w2.hello({ name: 'flaky', workerId, running: [] }); // finished while disconnected
-    // As a worker re-sends its outbox: the results, then the pull, in one write.
-    w2.send({ type: 'results', results: [{ taskId: t!.taskId, leaseId: t!.leaseId, report: okReport }] });
-    w2.send({ type: 'pull', credits: 1 });
-    expect(await w2.next('ack')).toMatchObject({ taskId: t!.taskId, leaseId: t!.leaseId, status: 'recorded' });
-    const task = m.store.getTask(parseTaskId(t!.taskId)!)!;
-    expect(task).toMatchObject({ state: 'succeeded', attempts: 1 });
-  });
-
   it('a released task is requeued without spending a retry and goes to another worker', async () => {
     await submit([{ command: ['x'], retries: 0 }]);
     const a = await connect();

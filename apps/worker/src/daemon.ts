@@ -92,12 +92,6 @@ export class WorkerDaemon {
   private resendAttempt = 0;
   private readonly running = new Map<string, Running>();
   /**
-   * Tasks received and not yet running (their directories are being made, their process
-   * spawned). They count as held: hello lists them, since the manager takes back at the first
-   * pull every lease of this worker that the session does not hold; and their slots are taken.
-   */
-  private readonly starting = new Map<string, TaskAssignment>();
-  /**
    * Results and releases sent (or due) and not yet acked, by `${taskId}/${leaseId}`. Results
    * outlive a disconnect and go again on the next welcome; releases are left to the TTL.
    */
@@ -236,8 +230,7 @@ export class WorkerDaemon {
   }
 
   private sendHello(): void {
-    const held = [...this.running.values()].map((r) => r.task).concat([...this.starting.values()]);
-    const running = held.map((t) => ({ taskId: t.taskId, leaseId: t.leaseId }));
+    const running = [...this.running.values()].map((r) => ({ taskId: r.task.taskId, leaseId: r.task.leaseId }));
     this.send({
       type: 'hello',
       protocol: this.offeredProtocol,
@@ -375,7 +368,6 @@ export class WorkerDaemon {
   private freeSlots(): number {
     let used = 0;
     for (const r of this.running.values()) used += r.slots;
-    for (const t of this.starting.values()) used += t.spec.slots ?? 1;
     return Math.max(0, this.config.slots - used);
   }
 
@@ -389,19 +381,13 @@ export class WorkerDaemon {
   }
 
   private async startTask(task: TaskAssignment): Promise<void> {
-    if (this.running.has(task.taskId) || this.starting.has(task.taskId)) return; // duplicate delivery
+    if (this.running.has(task.taskId)) return; // duplicate delivery: already running
     const slots = task.spec.slots ?? 1;
     if (this.state === 'draining' || this.state === 'stopped') {
       this.sendRelease(task.taskId, task.leaseId, 'drain');
       return;
     }
-    this.starting.set(task.taskId, task);
-    let exec: Execution;
-    try {
-      exec = await startExecution(task, { workDir: this.config.workDir, workerId: this.workerId ?? 'unknown', killGraceMs: this.config.killGraceMs, keepFailedScratch: this.config.keepFailedScratch });
-    } finally {
-      this.starting.delete(task.taskId);
-    }
+    const exec = await startExecution(task, { workDir: this.config.workDir, workerId: this.workerId ?? 'unknown', killGraceMs: this.config.killGraceMs, keepFailedScratch: this.config.keepFailedScratch });
     this.running.set(task.taskId, { task, exec, slots });
     await this.writeRunningRecord({ taskId: task.taskId, leaseId: task.leaseId, pid: exec.pid });
     this.log.info({ taskId: task.taskId, jobId: task.jobId, key: task.key, attempt: task.attempt, pid: exec.pid }, 'task started');

@@ -752,20 +752,6 @@ export class TaskStore {
   }
 
   /**
-   * Requeues, as infrastructure losses, the leases a worker holds under sessions other than this
-   * one: at its new session's first pull the worker has listed what it runs (hello, resumed) and
-   * re-sent its finished results, so any other lease of it is a task it never got (claimed for a
-   * session that died before the frame left, e.g. in a manager crash) or lost. Without this such
-   * a task waited a whole lease TTL. Returns how many were taken back.
-   */
-  requeueUnheld(session: SessionRef): number {
-    const now = this.clock.now();
-    const rows = this.s.leasesOfOtherSessions.all(session.workerId, session.sessionId) as TaskRow[];
-    for (const row of rows) this.loseTask(row, 'lost', 'not on its worker when it reconnected', now);
-    return rows.length;
-  }
-
-  /**
    * After a reconnect: the new session takes over the listed leases that are still current
    * and this worker's. Returns the task ids resumed, and those whose leases are gone.
    */
@@ -907,7 +893,7 @@ export class TaskStore {
 /** Methods that run in a transaction of their own (a savepoint when nested). */
 const TRANSACTIONAL = [
   'createJob', 'submitTasks', 'sealJob', 'cancelJob', 'retryJob', 'cancelTask', 'claimTasks', 'claimBatch', 'extendLeases',
-  'completeTask', 'failTask', 'reportExecution', 'settleReports', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'requeueUnheld', 'resumeLeases',
+  'completeTask', 'failTask', 'reportExecution', 'settleReports', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'resumeLeases',
   'registerWorker', 'setWorkerState', 'markAllWorkersOffline', 'extendAllLeasesForRestart',
 ] as const satisfies ReadonlyArray<keyof TaskStore>;
 
@@ -1012,7 +998,6 @@ function prepare(db: Database.Database) {
       WHERE id = ?`),
     expiredLeases: p(`SELECT * FROM tasks WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?`),
     runningTasksOfWorker: p(`SELECT * FROM tasks WHERE state = 'running' AND worker_id = ?`),
-    leasesOfOtherSessions: p(`SELECT * FROM tasks WHERE state = 'running' AND worker_id = ? AND session_id IS NOT ?`),
     runningTasksOfJob: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'running'`),
     cancelQueuedOfJob: p(`UPDATE tasks SET state = 'cancelled', finished_at = ? WHERE job_id = ? AND state = 'queued'`),
     cancelRunningOfJob: p(`
