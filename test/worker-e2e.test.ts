@@ -134,6 +134,23 @@ describe('worker end to end', () => {
     expect(notWritten()).toBe(2);
   });
 
+  it('fails a task whose files cannot be made on the worker, and carries on', async () => {
+    const m = await startManager();
+    const w = startWorker(m, { name: 'w1', slots: 1 });
+    expect(await finished(m.api, (await m.api.createJob({ tasks: [{ command: ['true'] }] })).id)).toMatchObject({ state: 'succeeded' });
+    // The scratch and running dirs are files now (a disk gone wrong): mkdir and the record fail.
+    for (const dir of ['scratch', 'running']) {
+      rmSync(join(w.workDir, dir), { recursive: true, force: true });
+      writeFileSync(join(w.workDir, dir), '');
+    }
+    const job = await m.api.createJob({ tasks: [{ key: 'blocked', command: ['true'] }] });
+    expect(await finished(m.api, job.id)).toMatchObject({ state: 'failed' });
+    const [task] = await m.api.tasks(job.id);
+    expect(task!.result!.error).toMatchObject({ code: 'SPAWN_FAILED' });
+    expect(task!.result!.error!.message).toContain("cannot prepare the task's files");
+    expect(w.proc.exitCode).toBeNull();
+  });
+
   it('cancels a running task on its worker', async () => {
     const m = await startManager();
     const w = startWorker(m, { name: 'w1', slots: 1 });

@@ -389,7 +389,11 @@ export class WorkerDaemon {
     }
     const exec = await startExecution(task, { workDir: this.config.workDir, workerId: this.workerId ?? 'unknown', killGraceMs: this.config.killGraceMs, keepFailedScratch: this.config.keepFailedScratch });
     this.running.set(task.taskId, { task, exec, slots });
-    await this.writeRunningRecord({ taskId: task.taskId, leaseId: task.leaseId, pid: exec.pid });
+    // The record only serves a restart after a crash; a disk that cannot hold it must not cost
+    // the task (an escaped error here used to end the worker).
+    await this.writeRunningRecord({ taskId: task.taskId, leaseId: task.leaseId, pid: exec.pid }).catch((err: unknown) => {
+      this.log.warn({ err, taskId: task.taskId }, 'running record not written; after a crash this task is not handed back early');
+    });
     this.log.info({ taskId: task.taskId, jobId: task.jobId, key: task.key, attempt: task.attempt, pid: exec.pid }, 'task started');
     const report = await exec.done;
     let written: Promise<void> = Promise.resolve();

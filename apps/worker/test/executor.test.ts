@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -399,6 +399,17 @@ describe('startExecution: working directory', () => {
     expect(report.signal).toBeNull();
     expect(report.error?.code).toBe('SPAWN_FAILED');
     expect(report.error?.message).toContain(missing);
+  });
+
+  it('fails with SPAWN_FAILED, instead of throwing, when its files cannot be made in the work dir', async () => {
+    const workDir = freshWorkDir('scratch-blocked');
+    writeFileSync(join(workDir, 'scratch'), ''); // a file where the scratch dirs go (ENOTDIR / EEXIST)
+    const exec = await startExecution(task({ command: ['true'] }), options(workDir));
+    const report = await exec.done;
+    expect(exec.pid).toBeUndefined();
+    expect(report.exitCode).toBeNull();
+    expect(report.error?.code).toBe('SPAWN_FAILED');
+    expect(report.error?.message).toContain(`cannot prepare the task's files under ${workDir}`);
   });
 
   it('fails with SPAWN_FAILED when the executable does not exist', async () => {
