@@ -127,7 +127,7 @@ describe('worker end to end', () => {
     // Each result still reaches the manager (and is acked), one after the other on one slot.
     const done = await finished(m.api, job.id);
     expect(done).toMatchObject({ state: 'succeeded', counts: { succeeded: 2, total: 2 } });
-    const notWritten = () => w.logs.filter((l) => l.msg === 'result not written to the outbox; sent all the same, but if no ack comes before a reconnect or restart, the task runs again').length;
+    const notWritten = () => w.logs.filter((l) => l.msg === 'result not written to the outbox; sent all the same, but if no ack comes before a restart, the task runs again').length;
     await until('both failed writes logged', () => (notWritten() === 2 ? true : undefined), 30_000, 20);
     await until('the running records removed', () => (running().length === 0 ? true : undefined), 30_000, 20);
     expect(w.proc.exitCode).toBeNull();

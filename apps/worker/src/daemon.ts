@@ -92,17 +92,21 @@ export class WorkerDaemon {
   private resendAttempt = 0;
   private readonly running = new Map<string, Running>();
   /**
-   * Results and releases sent (or due) and not yet acked, by `${taskId}/${leaseId}`. Results
-   * outlive a disconnect and go again on the next welcome; releases are left to the TTL.
+   * Results and releases sent (or due) and not yet acked, by leaseKey. Every result not yet
+   * acked is here, for as long as the process lives: those of this process from the moment they
+   * are sent, those a previous one left in the outbox from the start (run()). They outlive a
+   * disconnect and go again on the next welcome; releases are left to the TTL.
    */
   private readonly unacked = new Map<string, WorkerMessage>();
+  /** Keys of results whose outbox write failed: held in memory only (see drainAndStop). */
+  private readonly unwritten = new Set<string>();
   /** Leases of tasks a previous incarnation was running, to hand back after connecting. */
   private orphanedLeases: RunningRecord[] = [];
   private readonly outbox: Outbox;
   /**
-   * Outbox writes and removals under way, by `${taskId}/${leaseId}`: an ack's removal waits for
-   * the write of the same result, and a welcome or a drain waits for all before reading the
-   * outbox. See startTask for why results do not wait for their write.
+   * Outbox writes and removals under way, by leaseKey: an ack's removal waits for the write of
+   * the same result, and a drain waits for all before it counts what is left. See startTask for
+   * why results do not wait for their write.
    */
   private readonly outboxWork = new Map<string, Promise<void>>();
   /** Results and credits leave through here, together, at the end of each turn. */
@@ -137,11 +141,12 @@ export class WorkerDaemon {
     await mkdir(join(this.config.workDir, 'running'), { recursive: true });
     await this.outbox.open();
     this.workerId = await readFile(this.idFile, 'utf8').then((s) => s.trim() || null, () => null);
+    // Results a previous run left unacked: read once, here, and sent after every welcome with
+    // this process's own (unacked is the one list of them; the outbox is its copy on disk).
+    for (const p of await this.outbox.pending()) this.unacked.set(leaseKey(p), { type: 'result', ...p });
     // A task that finished just before the crash has its result in the outbox: that result is
     // sent on connect, so releasing its lease first would requeue a task that already ran.
-    const orphans = await this.reapOrphans();
-    const reported = await Promise.all(orphans.map((o) => this.outbox.holds(o.taskId, o.leaseId)));
-    this.orphanedLeases = orphans.filter((_, i) => !reported[i]);
+    this.orphanedLeases = (await this.reapOrphans()).filter((o) => !this.unacked.has(leaseKey(o)));
     // Entries of running attempts are named <taskId>.<attempt>[...]: never swept while in use.
     this.stopJanitor = startJanitor(this.config.workDir, this.config.logRetentionMs, this.log, () => this.activeEntries());
     this.setState('connecting');
@@ -215,8 +220,7 @@ export class WorkerDaemon {
     // A session that got as far as welcome ends any downgrade: the manager may be upgraded now.
     if (wasWelcomed) this.offeredProtocol = PROTOCOL_VERSION;
     this.synced = false;
-    // Releases are left to the TTL. Results stay: the next session sends them again, with the
-    // outbox (which holds them too, unless their write failed).
+    // Releases are left to the TTL. Results stay: the next session sends them again.
     for (const [key, m] of this.unacked) if (m.type !== 'result') this.unacked.delete(key);
     this.sender.reset();
     this.stopHeartbeats();
@@ -315,11 +319,12 @@ export class WorkerDaemon {
 
   private onAck(a: { taskId: string; leaseId: string; status: 'recorded' | 'stale' }): void {
     this.resendAttempt = 0;
-    this.unacked.delete(`${a.taskId}/${a.leaseId}`);
+    const key = leaseKey(a);
+    this.unacked.delete(key);
+    this.unwritten.delete(key);
     if (a.status === 'stale') this.log.info({ taskId: a.taskId }, 'result was stale (the task was reassigned or cancelled); dropped');
     // After the result's own write, if that is still under way: removed first, it would be
     // written back and sent again at the next start.
-    const key = `${a.taskId}/${a.leaseId}`;
     const removed = (this.outboxWork.get(key) ?? Promise.resolve())
       .then(() => this.outbox.remove(a.taskId, a.leaseId))
       .catch((err: unknown) => this.log.warn({ err, taskId: a.taskId }, 'could not remove an acknowledged result from the outbox'))
@@ -328,20 +333,20 @@ export class WorkerDaemon {
   }
 
   private async onWelcome(msg: Extract<ManagerMessage, { type: 'welcome' }>): Promise<void> {
-    // The session this welcome belongs to. After each await below: if it dropped meanwhile,
-    // stop here. Marked synced while disconnected, the next session would grant credits before
-    // its own re-send (the double grant grantCredits describes).
+    // The session this welcome belongs to. After the await below: if it dropped meanwhile, stop
+    // here. Marked synced while disconnected, the next session would grant credits before its
+    // own re-send (the double grant grantCredits describes).
     const ws = this.ws;
     this.welcomed = true;
     // The manager chose the lower of its newest version and what we offered; never above that.
     this.sender.protocol = Math.min(msg.protocol, this.offeredProtocol);
     this.reconnectAttempt = 0;
+    this.log.info({ workerId: msg.workerId, resumed: msg.resumed.length, lost: msg.lost.length }, 'registered with the manager');
     if (this.workerId !== msg.workerId) {
       this.workerId = msg.workerId;
       await writeFile(this.idFile, `${msg.workerId}\n`);
       if (this.ws !== ws) return;
     }
-    this.log.info({ workerId: msg.workerId, resumed: msg.resumed.length, lost: msg.lost.length }, 'registered with the manager');
     for (const taskId of msg.lost) {
       // The manager gave this lease away (expired, cancelled): stop the now-pointless run.
       this.running.get(taskId)?.exec.stop('cancel');
@@ -350,13 +355,8 @@ export class WorkerDaemon {
     if (this.state === 'connecting') this.setState('running');
     // Hand back tasks a crashed predecessor was running: requeued now instead of after the TTL.
     for (const o of this.orphanedLeases.splice(0)) this.sendRelease(o.taskId, o.leaseId, 'shutdown');
-    await this.outboxSettled(); // results that finished while disconnected are all in it
-    const results = new Map<string, PendingResult>();
-    for (const p of await this.readOutbox()) results.set(`${p.taskId}/${p.leaseId}`, p);
-    if (this.ws !== ws) return;
-    // And those held only in memory: their outbox write failed.
-    for (const [key, m] of this.unacked) if (m.type === 'result' && !results.has(key)) results.set(key, m);
-    for (const p of results.values()) this.sendResult(p.taskId, p.leaseId, p.report);
+    // Every result not yet acked (this process's, and a previous one's from the outbox).
+    for (const m of this.unacked.values()) if (m.type === 'result') this.sender.result(m);
     this.synced = true;
     if (this.state === 'draining') this.send({ type: 'draining', reason: 'draining before reconnect' });
     else this.grantCredits(this.freeSlots());
@@ -373,8 +373,8 @@ export class WorkerDaemon {
 
   /**
    * Credits go out only once the session is synced. Why: onWelcome grants every free slot at
-   * its end; a task finishing while it awaited the outbox used to grant its slot too, and the
-   * same slot twice means the manager may send more work than the worker has slots.
+   * its end, so a slot freed before then must not be granted on its own as well: the same slot
+   * twice lets the manager send more work than the worker has slots.
    */
   private grantCredits(n: number): void {
     if (n > 0 && this.synced && this.state === 'running') this.sender.pull(n);
@@ -424,35 +424,21 @@ export class WorkerDaemon {
     this.wakeSettled();
   }
 
-  /**
-   * The results waiting in the outbox. An outbox that cannot be read (its directory replaced or
-   * unreadable: disk trouble) is logged and read as empty rather than stopping the session:
-   * welcome handling used to fail there, leaving a connected worker that never pulled.
-   */
-  private async readOutbox(): Promise<PendingResult[]> {
-    try {
-      return await this.outbox.pending();
-    } catch (err) {
-      this.log.error({ err, dir: this.outbox.dir }, 'the outbox cannot be read; the results in it are not sent');
-      return [];
-    }
-  }
-
-  /** Results not acked yet: those in the outbox, and those held only in memory (write failed). */
-  private async unsentResults(): Promise<Array<{ taskId: string; inOutbox: boolean }>> {
-    const stored = await this.readOutbox();
-    const inOutbox = new Set(stored.map((p) => `${p.taskId}/${p.leaseId}`));
-    const out = stored.map((p) => ({ taskId: p.taskId, inOutbox: true }));
-    for (const [key, m] of this.unacked) if (m.type === 'result' && !inOutbox.has(key)) out.push({ taskId: m.taskId, inOutbox: false });
+  /** Results not acked yet, and whether each is in the outbox (its write did not fail). */
+  private unackedResults(): Array<{ taskId: string; inOutbox: boolean }> {
+    const out: Array<{ taskId: string; inOutbox: boolean }> = [];
+    for (const [key, m] of this.unacked) if (m.type === 'result') out.push({ taskId: m.taskId, inOutbox: !this.unwritten.has(key) });
     return out;
   }
 
   /** Writes a result to the outbox; never rejects (a failed write is logged, the result still goes). */
-  private persistResult(result: { taskId: string; leaseId: string; report: ExecutionReport }): Promise<void> {
+  private persistResult(result: PendingResult): Promise<void> {
+    const key = leaseKey(result);
     const written = this.outbox.put(result).catch((err: unknown) => {
-      this.log.error({ err, taskId: result.taskId }, 'result not written to the outbox; sent all the same, but if no ack comes before a reconnect or restart, the task runs again');
+      this.unwritten.add(key);
+      this.log.error({ err, taskId: result.taskId }, 'result not written to the outbox; sent all the same, but if no ack comes before a restart, the task runs again');
     });
-    this.trackOutbox(`${result.taskId}/${result.leaseId}`, written);
+    this.trackOutbox(key, written);
     return written;
   }
 
@@ -470,14 +456,14 @@ export class WorkerDaemon {
 
   private sendResult(taskId: string, leaseId: string, report: ExecutionReport): void {
     const msg = { type: 'result', taskId, leaseId, report } as const;
-    this.unacked.set(`${taskId}/${leaseId}`, msg);
+    this.unacked.set(leaseKey(msg), msg);
     if (this.welcomed) this.sender.result(msg);
   }
 
   private sendRelease(taskId: string, leaseId: string, reason: ReleaseReason): void {
     if (!this.welcomed) return; // not connected: the lease simply expires and the task returns
     const msg: WorkerMessage = { type: 'release', taskId, leaseId, reason };
-    this.unacked.set(`${taskId}/${leaseId}`, msg);
+    this.unacked.set(leaseKey(msg), msg);
     this.send(msg);
   }
 
@@ -486,8 +472,8 @@ export class WorkerDaemon {
   private async drainAndStop(reason: string): Promise<void> {
     if (this.state === 'stopped') return;
     this.setState('draining', { reason });
-    await this.outboxSettled(); // a result that just finished is in the outbox before it is counted
-    if (!this.welcomed && this.running.size === 0 && (await this.unsentResults()).length === 0) {
+    await this.outboxSettled(); // no write or removal is cut off by the exit
+    if (!this.welcomed && this.running.size === 0 && this.unackedResults().length === 0) {
       // Nothing to finish and nobody to tell.
       await this.runBeforeExit();
       return this.stop(0);
@@ -503,8 +489,8 @@ export class WorkerDaemon {
 
     const flushBy = Date.now() + FLUSH_TIMEOUT_MS;
     await this.until(() => this.unacked.size === 0 && this.synced, () => flushBy);
-    await this.outboxSettled();
-    const left = await this.unsentResults();
+    await this.outboxSettled(); // which writes failed is known, and none is cut off by the exit
+    const left = this.unackedResults();
     const lost = left.filter((r) => !r.inOutbox).map((r) => r.taskId);
     if (left.length > lost.length) this.log.warn({ results: left.length - lost.length }, 'manager unreachable: results stay in the outbox and are sent at the next start');
     // Their outbox write failed: the leases expire on the manager and the tasks run again.
@@ -675,4 +661,9 @@ async function isOurTask(pid: number, taskId: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** The key of a lease's result or release in unacked and outboxWork. */
+function leaseKey(r: { taskId: string; leaseId: string }): string {
+  return `${r.taskId}/${r.leaseId}`;
 }

@@ -79,7 +79,6 @@ export function attemptPaths(workDir: string, task: Pick<TaskAssignment, 'taskId
 
 export async function startExecution(task: TaskAssignment, o: ExecutorOptions): Promise<Execution> {
   const paths = attemptPaths(o.workDir, task);
-  const prepared = performance.now();
   try {
     // logs/ and outputs/ are made per task, not once: an operator may clean the work dir.
     await Promise.all([mkdir(paths.scratch, { recursive: true }), mkdir(join(o.workDir, 'logs'), { recursive: true }), mkdir(join(o.workDir, 'outputs'), { recursive: true }), removeFile(paths.output)]);
@@ -87,7 +86,7 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
     // A full disk, or a work dir made unusable: the attempt fails with the reason (its retries
     // apply) instead of the error escaping and killing the worker with every task it runs.
     const e = err as NodeJS.ErrnoException;
-    return failedToStart(task, { code: 'SPAWN_FAILED', message: `cannot prepare the task's files under ${o.workDir}: ${e.code ?? e.message}${e.path ? ` (${e.path})` : ''}` }, prepared);
+    return failedToStart(task, { code: 'SPAWN_FAILED', message: `cannot prepare the task's files under ${o.workDir}: ${e.code ?? e.message}${e.path ? ` (${e.path})` : ''}` }, performance.now());
   }
   const { spec } = task;
   const cwd = spec.cwd ?? paths.scratch;

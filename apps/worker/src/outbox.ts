@@ -5,7 +5,7 @@
  * per result: an ack deletes exactly one file, and a torn write (crash mid-write) can only ever
  * be a temp file, which is ignored.
  */
-import { access, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ExecutionReport } from '@pullman/protocol';
 
@@ -47,11 +47,6 @@ export class Outbox {
     }
     await rename(tmp, final);
     await syncDir(this.dir);
-  }
-
-  /** Whether a result for this lease is waiting (a name check; nothing is read). */
-  async holds(taskId: string, leaseId: string): Promise<boolean> {
-    return access(this.file(taskId, leaseId)).then(() => true, () => false);
   }
 
   /** Forgets a result the manager acknowledged (recorded or stale). */

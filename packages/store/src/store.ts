@@ -385,7 +385,7 @@ export class TaskStore {
     // take would otherwise stay in the set (costing memory, not claims) until a restart.
     const classes = this.queueClasses ? (this.s.queuedClassesOfJob.all(jobSeq) as Array<[requires: string | null, slots: number]>) : [];
     const queued = this.s.cancelQueuedOfJob.run(now, jobSeq).changes;
-    for (const [requires, slots] of classes) if (!this.s.anyQueuedOfClass.get(requires, slots)) this.queueClasses!.delete(requires, slots);
+    for (const [requires, slots] of classes) if (!this.s.queueOfClass.get(requires, slots, 1)) this.queueClasses!.delete(requires, slots);
     const running = this.s.cancelRunningOfJob.run(now, jobSeq).changes;
     this.applyCounts(jobSeq, { queued: -queued, running: -running, cancelled: queued + running });
     this.s.setJobState.run('cancelled', now, jobSeq);
@@ -504,20 +504,24 @@ export class TaskStore {
     // Task id -> the request it was dealt to, its slots, and its place in the dealing order.
     const dealt = new Map<number, { request: number; slots: number; rank: number }>();
     const leases: Array<[taskSeq: number, workerId: string, sessionId: string]> = [];
-    const groups = new Map<string, number[]>();
+    // Requests by label set (the sorted labels as key), in request order.
+    const groups = new Map<string, { labels: ReadonlySet<string>; members: number[] }>();
     requests.forEach((r, i) => {
       if (r.freeSlots < 1) return;
-      const key = JSON.stringify([...new Set(r.labels)].sort());
-      groups.set(key, [...(groups.get(key) ?? []), i]);
+      const labels = new Set(r.labels);
+      const key = JSON.stringify([...labels].sort());
+      const group = groups.get(key);
+      if (group) group.members.push(i);
+      else groups.set(key, { labels, members: [i] });
     });
-    for (const [labels, members] of groups) {
+    for (const { labels, members } of groups.values()) {
       const free = members.map((i) => requests[i]!.freeSlots);
       const room = members.map((i) => requests[i]!.maxTasks ?? 256);
       const wanted = members.reduce((n, i, k) => n + Math.min(free[k]!, room[k]!), 0);
       // A task fit for several label sets is a candidate in each group: look past the ones
       // an earlier group was dealt, which are still queued until the lease statement runs.
       const limit = wanted + CLAIM_LOOKAHEAD + leases.length;
-      const candidates = this.queueCandidates(new Set(JSON.parse(labels) as string[]), Math.max(...free), limit);
+      const candidates = this.queueCandidates(labels, Math.max(...free), limit);
       let next = 0;
       for (const [id, slots] of candidates) {
         if (dealt.has(id)) continue;
@@ -946,7 +950,6 @@ function prepare(db: Database.Database) {
     // The classes present in the queue, read as a skip scan of tasks_queue_class: the first,
     // then from each the next, one index seek per class (NULL requires sorts first).
     firstQueueClass: raw(`SELECT requires, slots FROM tasks WHERE state = 'queued' ORDER BY requires, slots LIMIT 1`),
-    anyQueuedOfClass: raw(`SELECT 1 FROM tasks WHERE state = 'queued' AND requires IS ? AND slots = ? LIMIT 1`),
     queuedClassesOfJob: raw(`SELECT DISTINCT requires, slots FROM tasks WHERE job_id = ? AND state = 'queued'`),
     nextQueueClassSlots: raw(`
       SELECT requires, slots FROM tasks WHERE state = 'queued' AND requires IS ? AND slots > ? ORDER BY slots LIMIT 1`),
