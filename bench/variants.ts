@@ -49,7 +49,9 @@ const nodeFlags = (p: Params): string[] => (typeof p.profileDir === 'string' ? [
  * (the simulated workers'), which shares the machine with it.
  * `target` = manager (the real thing), wire (bench/wire-floor.mjs: the protocol from memory, no
  * database; the floor of the worker channel on this machine) or wire-sqlite (the same with the raw
- * SQLite floor's statements per turn: the least a manager on one event loop could do).
+ * SQLite floor's statements per turn: the least a manager on one event loop could do) or
+ * wire-sqlite-thread (those statements on a worker thread: what moving SQLite off the event loop
+ * could give the least manager).
  * `backlog` queues that many tasks first, ahead of the work (higher priority), that need a label
  * no simulated worker has: what tasks no waiting worker can take cost the dispatch.
  */
@@ -57,10 +59,11 @@ async function dispatch(p: Params): Promise<Figures> {
   const workers = num(p, 'workers', 8);
   const slots = num(p, 'slots', 16);
   const tasks = num(p, 'tasks', 10_000);
-  const floor = p.target === 'wire' || p.target === 'wire-sqlite';
-  const floorDir = p.target === 'wire-sqlite' ? tempDir('wire-sqlite') : null;
+  const floor = p.target === 'wire' || p.target === 'wire-sqlite' || p.target === 'wire-sqlite-thread';
+  const floorDir = floor && p.target !== 'wire' ? tempDir('wire-sqlite') : null;
   const m = floor ? null : await startManager({ dbSync: p.dbSync === 'full' ? 'full' : 'normal', nodeFlags: nodeFlags(p) });
-  const server = m ?? (await startScript('bench/wire-floor.mjs', [String(tasks), ...(floorDir ? [floorDir] : [])]));
+  const floorArgs = [String(tasks), ...(floorDir ? [floorDir] : []), ...(p.target === 'wire-sqlite-thread' ? ['thread'] : [])];
+  const server = m ?? (await startScript('bench/wire-floor.mjs', floorArgs));
   try {
     const backlog = num(p, 'backlog', 0);
     if (m && backlog > 0) await submitNoop(m, backlog, true, { command: ['true'], requires: ['gpu'], priority: 1 });
@@ -129,6 +132,8 @@ async function startScript(script: string, args: string[]): Promise<{ url: strin
  * (openDatabase: WAL, synchronous=NORMAL, temp_store=MEMORY), no HTTP, no WebSocket, no
  * attempts rows or job counters. One transaction claims `batch` tasks
  * (UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING), the next completes them.
+ * `turns: true` runs them as a manager's turn does instead: one transaction completes the last
+ * batch and claims the next.
  */
 async function sqliteFloor(p: Params): Promise<Figures> {
   const tasks = num(p, 'tasks', 10_000);
@@ -142,22 +147,39 @@ async function sqliteFloor(p: Params): Promise<Figures> {
       const l = String(++lease);
       return { l, rows: claim(l, 'w', Date.now(), batch) };
     });
-    const completeTx = db.transaction((l: string, rows: Array<{ id: number }>) => {
+    const completeRows = (l: string, rows: Array<{ id: number }>) => {
       for (const r of rows) if (!complete(Date.now(), result, r.id, l)) throw new Error('floor: complete missed');
+    };
+    const completeTx = db.transaction(completeRows);
+    // A manager's turn: complete the last batch and claim the next in one transaction.
+    const turnTx = db.transaction((last: { l: string; rows: Array<{ id: number }> }) => {
+      completeRows(last.l, last.rows);
+      const l = String(++lease);
+      return { l, rows: claim(l, 'w', Date.now(), batch) };
     });
     let done = 0;
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const deadline = Date.now() + 300_000;
-    while (done < tasks && Date.now() < deadline) {
-      const { l, rows } = claimTx();
-      if (rows.length === 0) break;
-      completeTx(l, rows);
-      done += rows.length;
+    if (p.turns === true) {
+      let last = claimTx();
+      while (last.rows.length > 0 && Date.now() < deadline) {
+        done += last.rows.length;
+        last = turnTx(last);
+      }
+    } else {
+      while (done < tasks && Date.now() < deadline) {
+        const { l, rows } = claimTx();
+        if (rows.length === 0) break;
+        completeTx(l, rows);
+        done += rows.length;
+      }
     }
     const seconds = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
     db.close();
     if (done !== tasks) throw new Error(`floor completed ${done} of ${tasks}`);
-    return { tasksPerSec: tasks / seconds, seconds };
+    return { tasksPerSec: tasks / seconds, seconds, cpuSecPer100k: ((cpu.user + cpu.system) / 1e6 / tasks) * 100_000 };
   } finally {
     rmDir(dir);
   }

@@ -9,104 +9,204 @@
 //     floor's statements (the manager's schema and pragmas, one transaction per turn completing the
 //     turn's results and claiming for every session with credits; no attempts, counters or
 //     fencing by worker). The least a manager on one event loop could do.
+//   node wire-floor.mjs <tasks> <data dir> thread
+//                                            the same statements on a worker thread of their own:
+//     the event loop reads and writes the sockets while the thread runs the previous turn's
+//     transaction. What the least manager could gain from moving SQLite off its event loop.
 //
 // Prints `listening on URL` once ready (after queueing the tasks, in SQLite mode).
 import http from 'node:http';
 import { join } from 'node:path';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { WebSocketServer } from 'ws';
 import { openFloor } from './sqlite-floor.mjs';
 
-const total = Number(process.argv[2]);
-const dataDir = process.argv[3];
-if (!Number.isSafeInteger(total) || total < 1) {
-  process.stderr.write('usage: wire-floor.mjs <tasks> [data dir]\n');
-  process.exit(2);
-}
-const SPEC = '{"command":["true"]}';
+if (!isMainThread) sqliteThread();
+else main();
 
-/** Where tasks come from: a counter, or the raw SQLite floor's statements. */
-const queue = dataDir ? sqliteQueue(join(dataDir, 'floor.db')) : memoryQueue();
+function main() {
+  const total = Number(process.argv[2]);
+  const dataDir = process.argv[3];
+  const threaded = process.argv[4] === 'thread';
+  if (!Number.isSafeInteger(total) || total < 1 || (process.argv[4] !== undefined && !threaded)) {
+    process.stderr.write('usage: wire-floor.mjs <tasks> [data dir [thread]]\n');
+    process.exit(2);
+  }
+  const SPEC = '{"command":["true"]}';
 
-function memoryQueue() {
-  let sent = 0;
-  return {
-    turn(work) {
-      for (const w of work) {
-        const items = [];
-        while (w.credits > 0 && sent < total) {
-          w.credits--;
-          sent++;
-          items.push({ id: sent, lease: sent.toString(16).padStart(32, '0'), spec: SPEC });
+  /** Where tasks come from: a counter, or the raw SQLite floor's statements, here or on a thread. */
+  const queue = !dataDir ? memoryQueue() : threaded ? threadQueue(join(dataDir, 'floor.db')) : sqliteQueue(join(dataDir, 'floor.db'));
+
+  function memoryQueue() {
+    let sent = 0;
+    return {
+      turn(work) {
+        for (const w of work) {
+          const items = [];
+          while (w.credits > 0 && sent < total) {
+            w.credits--;
+            sent++;
+            items.push({ id: sent, lease: sent.toString(16).padStart(32, '0'), spec: SPEC });
+          }
+          w.claimed = items;
         }
-        w.claimed = items;
+      },
+    };
+  }
+
+  function sqliteQueue(path) {
+    const { db, claim, complete } = openFloor(path, total);
+    let lease = 0;
+    const turn = db.transaction((work) => {
+      const t = Date.now();
+      for (const w of work) for (const r of w.results) complete(t, r.result, Number(r.taskId.slice('task-'.length)), r.leaseId);
+      for (const w of work) {
+        if (w.credits < 1) continue;
+        const l = String(++lease).padStart(32, '0');
+        w.claimed = claim(l, w.id, t, w.credits).map((row) => ({ id: row.id, lease: l, spec: row.spec }));
+        w.credits -= w.claimed.length;
       }
-    },
-  };
-}
+    });
+    return { turn };
+  }
 
-function sqliteQueue(path) {
-  const { db, claim, complete } = openFloor(path, total);
-  let lease = 0;
-  const turn = db.transaction((work) => {
-    const t = Date.now();
-    for (const w of work) for (const r of w.results) complete(t, r.result, Number(r.taskId.slice('task-'.length)), r.leaseId);
-    for (const w of work) {
-      if (w.credits < 1) continue;
-      const l = String(++lease).padStart(32, '0');
-      w.claimed = claim(l, w.id, t, w.credits).map((row) => ({ id: row.id, lease: l, spec: row.spec }));
-      w.credits -= w.claimed.length;
-    }
+  /**
+   * The SQLite floor's turn on a worker thread. One turn is in flight at a time; results and
+   * credits that arrive meanwhile wait for the next, so each transaction takes everything that
+   * piled up while the last one ran. A session's credits are taken into the turn and what the
+   * claim did not use is given back with its answer. (Letting two or three turns be in flight
+   * measured the same.)
+   */
+  function threadQueue(path) {
+    const thread = new Worker(new URL(import.meta.url), { workerData: { path, total } });
+    let busy = false;
+    let ready;
+    const opened = new Promise((r) => (ready = r));
+    let inFlight = [];
+    thread.on('message', (m) => {
+      if (m.type === 'ready') return ready();
+      busy = false;
+      inFlight.forEach((s, i) => {
+        const claimed = m.claimed[i];
+        s.credits += m.offered[i] - claimed.length;
+        s.starved = m.offered[i] > 0 && claimed.length === 0; // the queue has nothing left for it
+        s.claimed = claimed;
+        send(s, m.acked[i]);
+      });
+      schedule();
+    });
+    thread.on('error', (err) => {
+      process.stderr.write(`wire-floor thread: ${err.stack}\n`);
+      process.exit(1);
+    });
+    return {
+      opened,
+      async: true,
+      busy: () => busy,
+      turn(work) {
+        busy = true;
+        inFlight = work;
+        const results = work.map((s) => {
+          const r = s.results;
+          s.results = [];
+          return r;
+        });
+        const credits = work.map((s) => {
+          const c = s.credits;
+          s.credits = 0;
+          return c;
+        });
+        thread.postMessage({ results, credits, ids: work.map((s) => s.id) });
+      },
+    };
+  }
+
+  const server = http.createServer((req, res) => {
+    res.writeHead(404).end();
   });
-  return { turn };
-}
+  const wss = new WebSocketServer({ server, path: '/v1/worker', perMessageDeflate: false });
+  const sessions = new Set();
+  let scheduled = false;
 
-const server = http.createServer((req, res) => {
-  res.writeHead(404).end();
-});
-const wss = new WebSocketServer({ server, path: '/v1/worker', perMessageDeflate: false });
-const sessions = new Set();
-let scheduled = false;
-
-function flush() {
-  scheduled = false;
-  const work = [...sessions];
-  queue.turn(work);
-  for (const s of work) {
-    const frames = [];
-    if (s.results.length > 0) {
-      frames.push(JSON.stringify({ type: 'acks', acks: s.results.map((r) => ({ taskId: r.taskId, leaseId: r.leaseId, status: 'recorded' })) }));
+  function flush() {
+    scheduled = false;
+    if (queue.async) {
+      if (queue.busy()) return; // the thread's answer schedules the next turn
+      const work = [...sessions].filter((s) => s.results.length > 0 || (s.credits > 0 && !s.starved));
+      if (work.length > 0) queue.turn(work);
+      return;
+    }
+    const work = [...sessions];
+    queue.turn(work);
+    for (const s of work) {
+      send(s, s.results);
       s.results = [];
+    }
+  }
+
+  /** Writes a session's acks for `acked` and its claimed tasks, corked into one write. */
+  function send(s, acked) {
+    const frames = [];
+    if (acked.length > 0) {
+      frames.push(JSON.stringify({ type: 'acks', acks: acked.map((r) => ({ taskId: r.taskId, leaseId: r.leaseId, status: 'recorded' })) }));
     }
     if (s.claimed.length > 0) {
       frames.push(`{"type":"tasks","tasks":[${s.claimed.map((t) => `{"taskId":"task-${t.id}","jobId":"job-1","key":null,"attempt":1,"leaseId":"${t.lease}","spec":${t.spec}}`).join(',')}]}`);
       s.claimed = [];
     }
-    if (frames.length === 0) continue;
+    if (frames.length === 0) return;
     s.ws._socket.cork();
     for (const f of frames) s.ws.send(f);
     s.ws._socket.uncork();
   }
+
+  let workers = 0;
+  wss.on('connection', (ws) => {
+    const s = { ws, id: `w-${++workers}`, credits: 0, starved: false, results: [], claimed: [] };
+    sessions.add(s);
+    ws.on('message', (data) => {
+      const m = JSON.parse(data.toString());
+      if (m.type === 'hello') {
+        ws.send(JSON.stringify({ type: 'welcome', protocol: Math.min(m.protocol, 2), workerId: s.id, sessionId: s.id, heartbeatIntervalMs: 5_000, leaseTtlMs: 30_000, resumed: [], lost: [] }));
+        return;
+      }
+      if (m.type === 'pull') {
+        s.credits += m.credits;
+        s.starved = false;
+      }
+      else if (m.type === 'results') for (const r of m.results) s.results.push({ taskId: r.taskId, leaseId: r.leaseId, result: JSON.stringify(r.report) });
+      else if (m.type === 'result') s.results.push({ taskId: m.taskId, leaseId: m.leaseId, result: JSON.stringify(m.report) });
+      schedule();
+    });
+    ws.on('close', () => sessions.delete(s));
+  });
+  function schedule() {
+    if (scheduled) return;
+    scheduled = true;
+    setImmediate(flush);
+  }
+  Promise.resolve(queue.opened).then(() => {
+    server.listen(0, '127.0.0.1', () => process.stdout.write(`listening on http://127.0.0.1:${server.address().port}\n`));
+  });
+  process.on('SIGTERM', () => process.exit(0));
 }
 
-let workers = 0;
-wss.on('connection', (ws) => {
-  const s = { ws, id: `w-${++workers}`, credits: 0, results: [], claimed: [] };
-  sessions.add(s);
-  ws.on('message', (data) => {
-    const m = JSON.parse(data.toString());
-    if (m.type === 'hello') {
-      ws.send(JSON.stringify({ type: 'welcome', protocol: Math.min(m.protocol, 2), workerId: s.id, sessionId: s.id, heartbeatIntervalMs: 5_000, leaseTtlMs: 30_000, resumed: [], lost: [] }));
-      return;
-    }
-    if (m.type === 'pull') s.credits += m.credits;
-    else if (m.type === 'results') for (const r of m.results) s.results.push({ taskId: r.taskId, leaseId: r.leaseId, result: JSON.stringify(r.report) });
-    else if (m.type === 'result') s.results.push({ taskId: m.taskId, leaseId: m.leaseId, result: JSON.stringify(m.report) });
-    if (!scheduled) {
-      scheduled = true;
-      setImmediate(flush);
-    }
+/** The worker thread of `thread` mode: the SQLite floor's turn, as sqliteQueue runs it. */
+function sqliteThread() {
+  const { db, claim, complete } = openFloor(workerData.path, workerData.total);
+  let lease = 0;
+  const turn = db.transaction(({ results, credits, ids }) => {
+    const t = Date.now();
+    for (const rs of results) for (const r of rs) complete(t, r.result, Number(r.taskId.slice('task-'.length)), r.leaseId);
+    return credits.map((c, i) => {
+      if (c < 1) return [];
+      const l = String(++lease).padStart(32, '0');
+      return claim(l, ids[i], t, c).map((row) => ({ id: row.id, lease: l, spec: row.spec }));
+    });
   });
-  ws.on('close', () => sessions.delete(s));
-});
-server.listen(0, '127.0.0.1', () => process.stdout.write(`listening on http://127.0.0.1:${server.address().port}\n`));
-process.on('SIGTERM', () => process.exit(0));
+  parentPort.on('message', (m) => {
+    const claimed = turn(m);
+    parentPort.postMessage({ claimed, acked: m.results, offered: m.credits });
+  });
+  parentPort.postMessage({ type: 'ready' });
+}
