@@ -1,7 +1,7 @@
 /**
  * The worker daemon end to end: a real manager process, real worker processes, real children.
  */
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { alive, finished, killAll, runWorkerToExit, startManager, startWorker, tempDir, until } from './harness.js';
@@ -134,7 +134,7 @@ describe('worker end to end', () => {
     expect(notWritten()).toBe(2);
   });
 
-  it('fails a task whose files cannot be made on the worker, and carries on', async () => {
+  it('gives back a task its work dir cannot hold, takes no work until the dir is fixed, then carries on', async () => {
     const m = await startManager();
     const w = startWorker(m, { name: 'w1', slots: 1 });
     expect(await finished(m.api, (await m.api.createJob({ tasks: [{ command: ['true'] }] })).id)).toMatchObject({ state: 'succeeded' });
@@ -143,11 +143,24 @@ describe('worker end to end', () => {
       rmSync(join(w.workDir, dir), { recursive: true, force: true });
       writeFileSync(join(w.workDir, dir), '');
     }
-    const job = await m.api.createJob({ tasks: [{ key: 'blocked', command: ['true'] }] });
-    expect(await finished(m.api, job.id)).toMatchObject({ state: 'failed' });
-    const [task] = await m.api.tasks(job.id);
-    expect(task!.result!.error).toMatchObject({ code: 'SPAWN_FAILED' });
-    expect(task!.result!.error!.message).toContain("cannot prepare the task's files");
+    const job = await m.api.createJob({ tasks: [{ key: 'blocked', command: ['true'], retries: 0 }] });
+    await w.waitForLog((l) => l.msg === 'the work dir cannot hold a task; giving tasks back and taking no work until it can', 'the pause');
+    // A probe (after 1 s) still fails. Had the worker granted its slot again, the task would have
+    // come straight back and been given back again meanwhile: a second loss.
+    await w.waitForLog((l) => l.msg === 'the work dir still cannot hold a task', 'a failed probe');
+    const [queued] = await m.api.tasks(job.id);
+    expect(queued).toMatchObject({ state: 'queued', attempts: 1 });
+    const history = (await m.api.task(queued!.id)).history!;
+    expect(history).toHaveLength(1);
+    expect(history[0]).toMatchObject({ outcome: 'released', error: { message: 'released by worker (unhealthy)' } });
+
+    for (const dir of ['scratch', 'running']) {
+      rmSync(join(w.workDir, dir), { force: true });
+      mkdirSync(join(w.workDir, dir));
+    }
+    // Nothing was spent: a task with no retries left runs when the worker takes work again.
+    expect(await finished(m.api, job.id)).toMatchObject({ state: 'succeeded' });
+    expect(w.logs.some((l) => l.msg === 'the work dir can hold tasks again; taking work')).toBe(true);
     expect(w.proc.exitCode).toBeNull();
   });
 

@@ -5,7 +5,7 @@
  * messages. Either way the freed slots follow in one `pull`, and every acked result leaves the
  * outbox.
  */
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PROTOCOL_VERSION } from '@pullman/protocol';
@@ -95,5 +95,46 @@ describe('the worker against a manager from before protocol negotiation', () => 
     expect(offered).toEqual([PROTOCOL_VERSION, 1]);
     expect(frames.find((f) => f.type === 'result')).toMatchObject({ taskId: 'task-9', leaseId: 'lease-9', report: { exitCode: 0 } });
     expect(frames.some((f) => f.type === 'results')).toBe(false);
+  });
+});
+
+describe('the worker with a work dir that cannot hold a task', () => {
+  /**
+   * One task arrives while `scratch` is a file. The worker gives it back, with the reason the
+   * agreed version has for it, and grants no credit until a probe finds the dir usable; then
+   * exactly the credit it held back (the manager still holds the other one).
+   */
+  async function run(welcomeProtocol: number): Promise<{ whilePaused: Frame[]; frames: Frame[] }> {
+    const frames: Frame[] = [];
+    const m = await startScriptedManager((ws, msg) => {
+      if (msg.type === 'hello') return void ws.send(welcome(welcomeProtocol));
+      if (msg.type === 'heartbeat') return;
+      frames.push(msg);
+      if (msg.type === 'pull' && frames.length === 1) ws.send(oneTask('task-1', 'lease-1'));
+      if (msg.type === 'release') ws.send(JSON.stringify({ type: 'ack', taskId: msg.taskId, leaseId: msg.leaseId, status: 'recorded' }));
+    });
+    const workDir = tempDir('wrk-unusable');
+    writeFileSync(join(workDir, 'scratch'), '');
+    const w = startWorker(m, { name: 'unusable', slots: 2, workDir });
+    await w.waitForLog((l) => l.msg === 'the work dir still cannot hold a task', 'a failed probe');
+    const whilePaused = [...frames];
+    rmSync(join(workDir, 'scratch'));
+    mkdirSync(join(workDir, 'scratch'));
+    await until('the held-back credit', () => (frames.length > whilePaused.length ? true : undefined), 60_000, 50);
+    return { whilePaused, frames };
+  }
+
+  it('on protocol 3, releases the task as unhealthy and grants its credit once the dir is usable', async () => {
+    const { whilePaused, frames } = await run(3);
+    const release = { type: 'release', taskId: 'task-1', leaseId: 'lease-1', reason: 'unhealthy' };
+    expect(whilePaused).toEqual([{ type: 'pull', credits: 2 }, release]);
+    expect(frames).toEqual([{ type: 'pull', credits: 2 }, release, { type: 'pull', credits: 1 }]);
+  });
+
+  it('on protocol 2, releases it with a reason that version knows', async () => {
+    const { whilePaused, frames } = await run(2);
+    const release = { type: 'release', taskId: 'task-1', leaseId: 'lease-1', reason: 'shutdown' };
+    expect(whilePaused).toEqual([{ type: 'pull', credits: 2 }, release]);
+    expect(frames).toEqual([{ type: 'pull', credits: 2 }, release, { type: 'pull', credits: 1 }]);
   });
 });

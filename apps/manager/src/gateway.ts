@@ -14,6 +14,7 @@ import {
   MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
   PullmanError,
+  RELEASE_REASON_SINCE,
   WorkerMessage,
   compileChecker,
   jsonDepthProblem,
@@ -219,6 +220,8 @@ export class WorkerGateway {
         return;
       }
       case 'release': {
+        const since = RELEASE_REASON_SINCE[msg.reason];
+        if (since !== undefined && s.protocol < since) return this.protocolError(s, `release reason ${msg.reason} needs protocol ${since}; this session speaks ${s.protocol}`);
         const taskSeq = parseTaskId(msg.taskId);
         const outcome = taskSeq === null
           ? { status: 'stale' as const }

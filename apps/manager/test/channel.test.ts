@@ -46,8 +46,9 @@ describe('worker channel', () => {
   });
 
   it('serves each worker at the lower of its newest protocol version and the manager\'s', async () => {
-    expect(PROTOCOL_VERSION).toBe(2);
+    expect(PROTOCOL_VERSION).toBe(3);
     expect((await (await connect()).hello({ protocol: 1 })).protocol).toBe(1);
+    expect((await (await connect()).hello({ protocol: 2 })).protocol).toBe(2);
     // A worker newer than this manager is served at the manager's newest and falls back to it.
     expect((await (await connect()).hello({ protocol: 7 })).protocol).toBe(PROTOCOL_VERSION);
   });
@@ -111,6 +112,28 @@ describe('worker channel', () => {
     w.send({ type: 'results', results: [{ taskId: 'task-1', leaseId: 'l', report: okReport }] });
     expect(await w.next('error')).toMatchObject({ code: 'PROTOCOL_ERROR', fatal: true, message: 'results needs protocol 2; this session speaks 1' });
     expect((await w.closed).code).toBe(4400);
+  });
+
+  it('takes the release reason unhealthy from protocol 3 on, and refuses it on older sessions', async () => {
+    await submit([{ command: ['x'] }, { command: ['y'] }]);
+    const old = await connect();
+    await old.hello({ name: 'old', protocol: 2 });
+    old.send({ type: 'pull', credits: 1 });
+    const [t] = (await old.next('tasks')).tasks;
+    old.send({ type: 'release', taskId: t!.taskId, leaseId: t!.leaseId, reason: 'unhealthy' });
+    expect(await old.next('error')).toMatchObject({ code: 'PROTOCOL_ERROR', fatal: true, message: 'release reason unhealthy needs protocol 3; this session speaks 2' });
+    expect((await old.closed).code).toBe(4400);
+    expect(m.store.getTask(parseTaskId(t!.taskId)!)!.state).toBe('running'); // not released
+
+    const w = await connect();
+    await w.hello({ name: 'new', protocol: 3 });
+    w.send({ type: 'pull', credits: 1 });
+    const [u] = (await w.next('tasks')).tasks;
+    w.send({ type: 'release', taskId: u!.taskId, leaseId: u!.leaseId, reason: 'unhealthy' });
+    expect((await w.next('ack')).status).toBe('recorded');
+    const task = m.store.getTask(parseTaskId(u!.taskId)!)!;
+    expect(task.state).toBe('queued');
+    expect(task.history).toMatchObject([{ outcome: 'released', error: { message: 'released by worker (unhealthy)' } }]);
   });
 
   it('closes a session whose first message is not hello, with a protocol error', async () => {

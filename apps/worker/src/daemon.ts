@@ -6,6 +6,8 @@
  *   starting -> waiting-ready -> connecting -> running -> draining -> stopped
  * `connecting` is re-entered from `running` whenever the connection drops; leases survive
  * a reconnect within the TTL, and results wait meanwhile, in the durable outbox and in memory.
+ * Apart from the life cycle, a worker whose work dir cannot hold a task (a full disk) takes no
+ * work until a probe finds it usable again (pauseForWorkDir).
  */
 import { mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -17,6 +19,7 @@ import {
   ManagerMessage,
   PROTOCOL_VERSION,
   PULLMAN_VERSION,
+  RELEASE_REASON_SINCE,
   compileChecker,
   type ExecutionReport,
   type ReleaseReason,
@@ -25,7 +28,7 @@ import {
   type WorkerMessage,
 } from '@pullman/protocol';
 import type { WorkerConfig } from './config.js';
-import { startExecution, type Execution } from './executor.js';
+import { probeWorkDir, startExecution, type Execution } from './executor.js';
 import { startJanitor } from './janitor.js';
 import { Outbox, type PendingResult } from './outbox.js';
 import { ReportSender } from './sender.js';
@@ -37,6 +40,10 @@ const checkManagerMessage = compileChecker(ManagerMessage, 'PROTOCOL_ERROR', 'me
 /** Reconnect backoff: exponential from 500 ms, capped at 30 s, with full jitter. */
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 30_000;
+/** Probes of an unusable work dir: after 1 s, then doubling, at most every 30 s. */
+const WORKDIR_PROBE_BASE_MS = 1_000;
+const WORKDIR_PROBE_CAP_MS = 30_000;
+
 /** How long a drain waits for the manager to ack the outbox before leaving it on disk. */
 const FLUSH_TIMEOUT_MS = 30_000;
 
@@ -124,6 +131,16 @@ export class WorkerDaemon {
   /** Said bye: a closing socket is expected, not a reason to reconnect. */
   private leaving = false;
   private settleWaiters: Array<() => void> = [];
+  /**
+   * Why this worker takes no work now: its work dir cannot hold a task (a full disk, a broken
+   * or read-only dir). Null while it can. Orthogonal to the life cycle: a paused worker stays
+   * connected, heartbeats and reports the tasks it still runs.
+   */
+  private workDirProblem: string | null = null;
+  /** Credits not granted while paused: the manager holds none of them (see grantCredits). */
+  private withheldCredits = 0;
+  private probeTimer: NodeJS.Timeout | null = null;
+  private probeAttempt = 0;
 
   constructor(private readonly o: DaemonOptions) {
     this.config = o.config;
@@ -358,6 +375,7 @@ export class WorkerDaemon {
     // Every result not yet acked (this process's, and a previous one's from the outbox).
     for (const m of this.unacked.values()) if (m.type === 'result') this.sender.result(m);
     this.synced = true;
+    this.withheldCredits = 0; // a new session: the manager holds no credit of ours yet
     if (this.state === 'draining') this.send({ type: 'draining', reason: 'draining before reconnect' });
     else this.grantCredits(this.freeSlots());
     this.wakeSettled();
@@ -377,7 +395,11 @@ export class WorkerDaemon {
    * twice lets the manager send more work than the worker has slots.
    */
   private grantCredits(n: number): void {
-    if (n > 0 && this.synced && this.state === 'running') this.sender.pull(n);
+    if (n <= 0 || !this.synced || this.state !== 'running') return;
+    // Paused: counted, and granted when the work dir is usable again. Granted now, they would
+    // bring tasks this worker can only give back.
+    if (this.workDirProblem !== null) this.withheldCredits += n;
+    else this.sender.pull(n);
   }
 
   private async startTask(task: TaskAssignment): Promise<void> {
@@ -388,6 +410,17 @@ export class WorkerDaemon {
       return;
     }
     const exec = await startExecution(task, { workDir: this.config.workDir, workerId: this.workerId ?? 'unknown', killGraceMs: this.config.killGraceMs, keepFailedScratch: this.config.keepFailedScratch });
+    if (exec.workDirProblem !== null) {
+      // The worker's fault, not the task's: the task goes back to the queue for another worker
+      // (a loss, not a spent retry), and this worker takes no work until its work dir is usable.
+      // Failing it instead made a worker with a full disk fail every task it was sent, fast: a
+      // black hole that emptied the queue into failures.
+      const since = RELEASE_REASON_SINCE.unhealthy ?? 1;
+      this.sendRelease(task.taskId, task.leaseId, this.sender.protocol >= since ? 'unhealthy' : 'shutdown');
+      this.pauseForWorkDir(exec.workDirProblem);
+      this.grantCredits(slots); // withheld until then
+      return;
+    }
     this.running.set(task.taskId, { task, exec, slots });
     // The record only serves a restart after a crash; a disk that cannot hold it must not cost
     // the task (an escaped error here used to end the worker).
@@ -467,6 +500,38 @@ export class WorkerDaemon {
     this.send(msg);
   }
 
+  /** Stops taking work until probeWorkDir passes; probes with backoff meanwhile. */
+  private pauseForWorkDir(problem: string): void {
+    if (this.workDirProblem !== null) return;
+    this.workDirProblem = problem;
+    this.log.error({ problem }, 'the work dir cannot hold a task; giving tasks back and taking no work until it can');
+    this.probeLater();
+  }
+
+  private probeLater(): void {
+    const delay = Math.min(WORKDIR_PROBE_CAP_MS, WORKDIR_PROBE_BASE_MS * 2 ** Math.min(this.probeAttempt++, 16));
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = null;
+      void this.probe();
+    }, delay);
+  }
+
+  private async probe(): Promise<void> {
+    const problem = await probeWorkDir(this.config.workDir);
+    if (this.state === 'stopped') return;
+    if (problem !== null) {
+      this.log.warn({ problem, probes: this.probeAttempt }, 'the work dir still cannot hold a task');
+      this.workDirProblem = problem;
+      return this.probeLater();
+    }
+    this.log.info({ probes: this.probeAttempt }, 'the work dir can hold tasks again; taking work');
+    this.workDirProblem = null;
+    this.probeAttempt = 0;
+    const n = this.withheldCredits;
+    this.withheldCredits = 0;
+    this.grantCredits(n);
+  }
+
   // ---- drain ---------------------------------------------------------------------------------
 
   private async drainAndStop(reason: string): Promise<void> {
@@ -536,6 +601,7 @@ export class WorkerDaemon {
     this.stopHeartbeats();
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.resendTimer) clearTimeout(this.resendTimer);
+    if (this.probeTimer) clearTimeout(this.probeTimer);
     const ws = this.ws;
     this.ws = null;
     if (ws) {

@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir, readFile, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { mkdir, readFile, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
@@ -43,6 +43,13 @@ export interface Execution {
   /** Stops the task: SIGTERM to the group, SIGKILL after the grace period. Idempotent. */
   stop(reason: StopReason): void;
   readonly stopReason: StopReason | null;
+  /**
+   * Why the attempt never started because the worker's own files for it could not be made (a
+   * full disk, a read-only or broken work dir), or null. `done` then reports SPAWN_FAILED, but
+   * the fault is the worker's, not the task's: the daemon gives such a task back and takes no
+   * work until the work dir is usable again (daemon.ts, pauseForWorkDir).
+   */
+  readonly workDirProblem: string | null;
 }
 
 /** Keeps the last `limit` bytes written to it. */
@@ -77,17 +84,49 @@ export function attemptPaths(workDir: string, task: Pick<TaskAssignment, 'taskId
   };
 }
 
+/**
+ * Makes what an attempt needs under the work dir: its scratch dir, logs/ and outputs/ (made per
+ * task, not once: an operator may clean the work dir), and no stale output file. Returns null,
+ * or why it cannot (the error code and path), instead of throwing: an error escaping a task's
+ * start used to kill the worker with every task it ran.
+ */
+async function prepareAttempt(workDir: string, paths: { scratch: string; output: string }): Promise<string | null> {
+  try {
+    await Promise.all([mkdir(paths.scratch, { recursive: true }), mkdir(join(workDir, 'logs'), { recursive: true }), mkdir(join(workDir, 'outputs'), { recursive: true }), removeFile(paths.output)]);
+    return null;
+  } catch (err) {
+    return `cannot prepare the task's files under ${workDir}: ${describeFsError(err)}`;
+  }
+}
+
+/**
+ * Checks that the work dir can hold an attempt again: makes what an attempt makes, writes a
+ * small file into its scratch dir (a full disk may still allow a mkdir), and removes it all.
+ * Returns null, or why not.
+ */
+export async function probeWorkDir(workDir: string): Promise<string | null> {
+  const scratch = join(workDir, 'scratch', `.probe-${process.pid}`);
+  const problem = await prepareAttempt(workDir, { scratch, output: join(workDir, 'outputs', `.probe-${process.pid}.json`) });
+  if (problem) return problem;
+  try {
+    await writeFile(join(scratch, 'probe'), 'pullman work dir probe\n');
+    return null;
+  } catch (err) {
+    return `cannot write under ${workDir}: ${describeFsError(err)}`;
+  } finally {
+    await rm(scratch, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+function describeFsError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  return `${e.code ?? e.message}${e.path ? ` (${e.path})` : ''}`;
+}
+
 export async function startExecution(task: TaskAssignment, o: ExecutorOptions): Promise<Execution> {
   const paths = attemptPaths(o.workDir, task);
-  try {
-    // logs/ and outputs/ are made per task, not once: an operator may clean the work dir.
-    await Promise.all([mkdir(paths.scratch, { recursive: true }), mkdir(join(o.workDir, 'logs'), { recursive: true }), mkdir(join(o.workDir, 'outputs'), { recursive: true }), removeFile(paths.output)]);
-  } catch (err) {
-    // A full disk, or a work dir made unusable: the attempt fails with the reason (its retries
-    // apply) instead of the error escaping and killing the worker with every task it runs.
-    const e = err as NodeJS.ErrnoException;
-    return failedToStart(task, { code: 'SPAWN_FAILED', message: `cannot prepare the task's files under ${o.workDir}: ${e.code ?? e.message}${e.path ? ` (${e.path})` : ''}` }, performance.now());
-  }
+  const workDirProblem = await prepareAttempt(o.workDir, paths);
+  if (workDirProblem) return { ...failedToStart(task, { code: 'SPAWN_FAILED', message: workDirProblem }, performance.now()), workDirProblem };
   const { spec } = task;
   const cwd = spec.cwd ?? paths.scratch;
   const env: NodeJS.ProcessEnv = {
@@ -205,6 +244,7 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
     get stopReason() {
       return stopReason;
     },
+    workDirProblem: null,
   };
 }
 
@@ -220,7 +260,7 @@ function failedToStart(task: TaskAssignment, error: ErrorInfo, started: number):
     output: null,
     error,
   };
-  return { task, pid: undefined, done: Promise.resolve(report), stop: () => {}, stopReason: null };
+  return { task, pid: undefined, done: Promise.resolve(report), stop: () => {}, stopReason: null, workDirProblem: null };
 }
 
 /**

@@ -1,10 +1,10 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MAX_JSON_DEPTH, type TaskAssignment, type TaskSpec } from '@pullman/protocol';
-import { attemptPaths, startExecution, type ExecutorOptions } from '../src/executor.js';
+import { attemptPaths, probeWorkDir, startExecution, type ExecutorOptions } from '../src/executor.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const fixture = (name: string): string => join(FIXTURES, name);
@@ -401,7 +401,7 @@ describe('startExecution: working directory', () => {
     expect(report.error?.message).toContain(missing);
   });
 
-  it('fails with SPAWN_FAILED, instead of throwing, when its files cannot be made in the work dir', async () => {
+  it('fails with SPAWN_FAILED, instead of throwing, when its files cannot be made in the work dir, and says it is the work dir', async () => {
     const workDir = freshWorkDir('scratch-blocked');
     writeFileSync(join(workDir, 'scratch'), ''); // a file where the scratch dirs go (ENOTDIR / EEXIST)
     const exec = await startExecution(task({ command: ['true'] }), options(workDir));
@@ -410,6 +410,32 @@ describe('startExecution: working directory', () => {
     expect(report.exitCode).toBeNull();
     expect(report.error?.code).toBe('SPAWN_FAILED');
     expect(report.error?.message).toContain(`cannot prepare the task's files under ${workDir}`);
+    expect(exec.workDirProblem).toBe(report.error?.message);
+  });
+
+  it('blames no work dir for a task that runs, or fails on its own', async () => {
+    const workDir = freshWorkDir('blameless');
+    const ok = await startExecution(task({ command: ['true'] }), options(workDir));
+    expect((await ok.done).exitCode).toBe(0);
+    expect(ok.workDirProblem).toBeNull();
+    const missing = await startExecution(task({ command: ['/nonexistent/pullman-test-binary'] }), options(workDir));
+    expect((await missing.done).error?.code).toBe('SPAWN_FAILED');
+    expect(missing.workDirProblem).toBeNull();
+    const badCwd = await startExecution(task({ command: ['true'], cwd: join(workDir, 'nowhere') }), options(workDir));
+    expect((await badCwd.done).error?.code).toBe('SPAWN_FAILED');
+    expect(badCwd.workDirProblem).toBeNull();
+  });
+
+  it('probes a work dir: null when it can hold an attempt, leaving nothing behind; else why not', async () => {
+    const workDir = freshWorkDir('probe');
+    expect(await probeWorkDir(workDir)).toBeNull();
+    expect(readdirSync(join(workDir, 'scratch'))).toEqual([]);
+    expect(readdirSync(join(workDir, 'outputs'))).toEqual([]);
+    rmSync(join(workDir, 'outputs'), { recursive: true });
+    writeFileSync(join(workDir, 'outputs'), '');
+    expect(await probeWorkDir(workDir)).toMatch(new RegExp(`^cannot prepare the task's files under ${workDir}: E[A-Z]+ \\(${join(workDir, 'outputs')}`));
+    rmSync(join(workDir, 'outputs'));
+    expect(await probeWorkDir(workDir)).toBeNull();
   });
 
   it('fails with SPAWN_FAILED when the executable does not exist', async () => {

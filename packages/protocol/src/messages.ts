@@ -14,9 +14,9 @@ import { ErrorInfo, Label, TaskSpec, VmFacts } from './schemas.js';
  * either side can be upgraded first from now on, and a feature of version N is used only on
  * sessions that agreed on N or later (docs/protocol.md, "Versions").
  *
- * 1: the first version. 2: adds the `results` message.
+ * 1: the first version. 2: adds the `results` message. 3: adds the release reason `unhealthy`.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** The oldest version the manager still serves; a hello below it is refused. */
 export const MIN_PROTOCOL_VERSION = 1;
@@ -101,8 +101,11 @@ export const ResultsMessage = Type.Object({
 }, { additionalProperties: false });
 export type ResultsMessage = Static<typeof ResultsMessage>;
 
-export const RELEASE_REASONS = ['drain', 'preempt', 'shutdown', 'cancelled'] as const;
+export const RELEASE_REASONS = ['drain', 'preempt', 'shutdown', 'cancelled', 'unhealthy'] as const;
 export type ReleaseReason = (typeof RELEASE_REASONS)[number];
+
+/** The protocol version that introduced each release reason (the rest are in version 1). */
+export const RELEASE_REASON_SINCE: Partial<Record<ReleaseReason, number>> = { unhealthy: 3 };
 
 /** Gives a task back unfinished (drain, preemption). Requeues it without spending a retry. */
 export const ReleaseMessage = Type.Object({
