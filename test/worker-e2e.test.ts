@@ -153,6 +153,9 @@ describe('worker end to end', () => {
     const history = (await m.api.task(queued!.id)).history!;
     expect(history).toHaveLength(1);
     expect(history[0]).toMatchObject({ outcome: 'released', error: { message: 'released by worker (unhealthy)' } });
+    // The manager shows why the worker takes no work.
+    const paused = await until('the worker shown unhealthy', async () => (await m.api.workers()).find((x) => x.state === 'unhealthy'), 30_000, 50);
+    expect(paused).toMatchObject({ name: 'w1', state: 'unhealthy', problem: expect.stringContaining(`cannot prepare the task's files under ${w.workDir}`) });
 
     for (const dir of ['scratch', 'running']) {
       rmSync(join(w.workDir, dir), { force: true });
@@ -161,6 +164,9 @@ describe('worker end to end', () => {
     // Nothing was spent: a task with no retries left runs when the worker takes work again.
     expect(await finished(m.api, job.id)).toMatchObject({ state: 'succeeded' });
     expect(w.logs.some((l) => l.msg === 'the work dir can hold tasks again; taking work')).toBe(true);
+    const [healthy] = await m.api.workers();
+    expect(healthy).toMatchObject({ name: 'w1', problem: null });
+    expect(['ready', 'busy']).toContain(healthy!.state);
     expect(w.proc.exitCode).toBeNull();
   });
 

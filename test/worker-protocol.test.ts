@@ -101,8 +101,9 @@ describe('the worker against a manager from before protocol negotiation', () => 
 describe('the worker with a work dir that cannot hold a task', () => {
   /**
    * One task arrives while `scratch` is a file. The worker gives it back, with the reason the
-   * agreed version has for it, and grants no credit until a probe finds the dir usable; then
-   * exactly the credit it held back (the manager still holds the other one).
+   * agreed version has for it, says why it takes no work (protocol 3), and grants no credit until
+   * a probe finds the dir usable; then exactly the credit it held back (the manager still holds
+   * the other one).
    */
   async function run(welcomeProtocol: number): Promise<{ whilePaused: Frame[]; frames: Frame[] }> {
     const frames: Frame[] = [];
@@ -120,18 +121,19 @@ describe('the worker with a work dir that cannot hold a task', () => {
     const whilePaused = [...frames];
     rmSync(join(workDir, 'scratch'));
     mkdirSync(join(workDir, 'scratch'));
-    await until('the held-back credit', () => (frames.length > whilePaused.length ? true : undefined), 60_000, 50);
+    await until('the held-back credit', () => (frames.slice(whilePaused.length).some((f) => f.type === 'pull') ? true : undefined), 60_000, 50);
     return { whilePaused, frames };
   }
 
   it('on protocol 3, releases the task as unhealthy and grants its credit once the dir is usable', async () => {
     const { whilePaused, frames } = await run(3);
     const release = { type: 'release', taskId: 'task-1', leaseId: 'lease-1', reason: 'unhealthy' };
-    expect(whilePaused).toEqual([{ type: 'pull', credits: 2 }, release]);
-    expect(frames).toEqual([{ type: 'pull', credits: 2 }, release, { type: 'pull', credits: 1 }]);
+    const unhealthy = { type: 'health', problem: expect.stringMatching(/^cannot prepare the task's files under .*: E[A-Z]+ \(.*scratch/) };
+    expect(whilePaused).toEqual([{ type: 'pull', credits: 2 }, release, unhealthy]);
+    expect(frames).toEqual([{ type: 'pull', credits: 2 }, release, unhealthy, { type: 'health', problem: null }, { type: 'pull', credits: 1 }]);
   });
 
-  it('on protocol 2, releases it with a reason that version knows', async () => {
+  it('on protocol 2, releases it with a reason that version knows, and says nothing of its health', async () => {
     const { whilePaused, frames } = await run(2);
     const release = { type: 'release', taskId: 'task-1', leaseId: 'lease-1', reason: 'shutdown' };
     expect(whilePaused).toEqual([{ type: 'pull', credits: 2 }, release]);

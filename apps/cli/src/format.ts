@@ -116,5 +116,5 @@ export function workersTable(workers: Worker[]): string {
   return table(
     ['ID', 'NAME', 'STATE', 'SLOTS', 'USED', 'DONE', 'FAILED', 'LABELS', 'HEARTBEAT', 'VM'],
     workers.map((w) => [w.id, w.name, w.state, w.slots, w.usedSlots, w.tasksSucceeded, w.tasksFailed, w.labels.join(',') || '-', ago(w.lastHeartbeatAt), w.vm ? `${w.vm.name} (${w.vm.vmSize})` : '-']),
-  );
+  ) + workers.filter((w) => w.problem).map((w) => `\n${w.id} takes no work: ${w.problem}`).join('');
 }

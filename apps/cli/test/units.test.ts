@@ -6,8 +6,9 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import type { Job, TaskSpec } from '@pullman/protocol';
+import type { Job, TaskSpec, Worker } from '@pullman/protocol';
 import { CliError } from '../src/errors.js';
+import { workersTable } from '../src/format.js';
 import { fileSource, readTaskSpecs } from '../src/input.js';
 import { ProgressMeter, createProgress } from '../src/progress.js';
 import { tempDir } from './harness.js';
@@ -80,5 +81,21 @@ describe('submit input', () => {
     await expect(read('{"command":["a"],"timeout":"soon"}')).rejects.toThrow(/tasks\.txt line 1\.timeout: /);
     await expect(read('[{"command":["a"]},{"retries":1}]')).rejects.toThrow(/tasks\.txt\[1\]: exactly one of "command" and "shell" is required \(got neither\)/);
     await expect(read('[1, 2')).rejects.toThrow(/not a valid JSON array/);
+  });
+});
+
+describe('workersTable', () => {
+  const worker = (id: string, state: Worker['state'], problem: string | null): Worker => ({
+    id, name: id, hostname: 'h', state, slots: 2, usedSlots: 0, labels: [], vm: null, version: '1', problem,
+    connectedAt: null, lastHeartbeatAt: null, tasksSucceeded: 0, tasksFailed: 0,
+  });
+
+  it('names, under the table, why each unhealthy worker takes no work', () => {
+    const out = workersTable([worker('w-ok', 'ready', null), worker('w-disk', 'unhealthy', 'cannot prepare the task\'s files under /w: ENOSPC')]);
+    const lines = out.split('\n');
+    expect(lines[0]).toMatch(/^ID\s+NAME\s+STATE/);
+    expect(lines.find((l) => l.startsWith('w-disk'))).toMatch(/\bunhealthy\b/);
+    expect(lines.at(-1)).toBe("w-disk takes no work: cannot prepare the task's files under /w: ENOSPC");
+    expect(out).not.toContain('w-ok takes no work');
   });
 });

@@ -233,6 +233,12 @@ export class WorkerGateway {
         }
         return;
       }
+      case 'health':
+        if (s.protocol < 3) return this.protocolError(s, `health needs protocol 3; this session speaks ${s.protocol}`);
+        await this.o.committer.run(() => this.o.store.setWorkerProblem(workerId, msg.problem));
+        if (msg.problem === null) this.o.log.info({ workerId }, 'worker takes work again');
+        else this.o.log.warn({ workerId, problem: msg.problem }, 'worker takes no work: it reports a problem');
+        return;
       case 'draining':
         s.draining = true;
         await this.o.committer.run(() => this.o.store.setWorkerState(workerId, 'draining'));

@@ -15,6 +15,7 @@ import type { Job, JobState, TaskState, WorkerState } from '@pullman/protocol';
 import { JOB_STATES, TASK_STATES, WORKER_STATES, parseJobId } from '@pullman/protocol';
 import type { TaskStore } from '@pullman/store';
 import type { LiveEvent, LiveSummary } from './live-events.js';
+import { slotCounts } from './metrics.js';
 import type { Throughput } from './throughput.js';
 
 export type { LiveEvent } from './live-events.js';
@@ -107,15 +108,9 @@ export class LiveHub {
 
   private summary(): LiveSummary {
     const workers = Object.fromEntries(WORKER_STATES.map((s) => [s, 0])) as Record<WorkerState, number>;
-    let used = 0;
-    let free = 0;
-    for (const w of this.store.listWorkers()) {
-      workers[w.state]++;
-      if (w.state === 'ready' || w.state === 'busy' || w.state === 'draining') {
-        used += w.usedSlots;
-        free += Math.max(0, w.slots - w.usedSlots);
-      }
-    }
+    const all = this.store.listWorkers();
+    for (const w of all) workers[w.state]++;
+    const { used, free } = slotCounts(all);
     const tasks = this.store.taskCounts();
     const jobs = this.store.jobCounts();
     return {

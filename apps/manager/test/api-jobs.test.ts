@@ -461,6 +461,7 @@ describe('workers', () => {
       labels: ['gpu'],
       vm,
       version: '9.9.9',
+      problem: null,
       connectedAt: expect.stringMatching(ISO),
       lastHeartbeatAt: expect.stringMatching(ISO),
       tasksSucceeded: 0,

@@ -136,6 +136,21 @@ describe('worker channel', () => {
     expect(task.history).toMatchObject([{ outcome: 'released', error: { message: 'released by worker (unhealthy)' } }]);
   });
 
+  it('shows a worker that reports a problem as unhealthy until it reports none, from protocol 3 on', async () => {
+    const old = await connect();
+    await old.hello({ name: 'old', protocol: 2 });
+    old.send({ type: 'health', problem: 'disk full' });
+    expect(await old.next('error')).toMatchObject({ code: 'PROTOCOL_ERROR', fatal: true, message: 'health needs protocol 3; this session speaks 2' });
+
+    const w = await connect();
+    const { workerId } = await w.hello({ name: 'w', protocol: 3 });
+    const state = async () => (await request(m.app.server).get(`/v1/workers/${workerId}`).set(auth())).body as { state: string; problem: string | null };
+    w.send({ type: 'health', problem: 'cannot prepare the task\'s files under /w: ENOSPC' });
+    await vi.waitFor(async () => expect(await state()).toMatchObject({ state: 'unhealthy', problem: "cannot prepare the task's files under /w: ENOSPC" }));
+    w.send({ type: 'health', problem: null });
+    await vi.waitFor(async () => expect(await state()).toMatchObject({ state: 'ready', problem: null }));
+  });
+
   it('closes a session whose first message is not hello, with a protocol error', async () => {
     const w = await connect();
     w.send({ type: 'pull', credits: 1 });

@@ -18,6 +18,7 @@ import {
   MAX_MESSAGE_BYTES,
   ManagerMessage,
   PROTOCOL_VERSION,
+  MAX_PROBLEM_LENGTH,
   PULLMAN_VERSION,
   RELEASE_REASON_SINCE,
   compileChecker,
@@ -376,6 +377,7 @@ export class WorkerDaemon {
     for (const m of this.unacked.values()) if (m.type === 'result') this.sender.result(m);
     this.synced = true;
     this.withheldCredits = 0; // a new session: the manager holds no credit of ours yet
+    if (this.workDirProblem !== null) this.sendHealth(); // a new session starts healthy
     if (this.state === 'draining') this.send({ type: 'draining', reason: 'draining before reconnect' });
     else this.grantCredits(this.freeSlots());
     this.wakeSettled();
@@ -505,6 +507,7 @@ export class WorkerDaemon {
     if (this.workDirProblem !== null) return;
     this.workDirProblem = problem;
     this.log.error({ problem }, 'the work dir cannot hold a task; giving tasks back and taking no work until it can');
+    this.sendHealth();
     this.probeLater();
   }
 
@@ -527,9 +530,16 @@ export class WorkerDaemon {
     this.log.info({ probes: this.probeAttempt }, 'the work dir can hold tasks again; taking work');
     this.workDirProblem = null;
     this.probeAttempt = 0;
+    this.sendHealth();
     const n = this.withheldCredits;
     this.withheldCredits = 0;
     this.grantCredits(n);
+  }
+
+  /** Tells the manager why this worker takes no work, or that it takes work again (protocol 3). */
+  private sendHealth(): void {
+    if (!this.welcomed || this.sender.protocol < 3) return;
+    this.send({ type: 'health', problem: this.workDirProblem?.slice(0, MAX_PROBLEM_LENGTH) ?? null });
   }
 
   // ---- drain ---------------------------------------------------------------------------------

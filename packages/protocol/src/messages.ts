@@ -14,7 +14,8 @@ import { ErrorInfo, Label, TaskSpec, VmFacts } from './schemas.js';
  * either side can be upgraded first from now on, and a feature of version N is used only on
  * sessions that agreed on N or later (docs/protocol.md, "Versions").
  *
- * 1: the first version. 2: adds the `results` message. 3: adds the release reason `unhealthy`.
+ * 1: the first version. 2: adds the `results` message. 3: adds the release reason `unhealthy`
+ * and the `health` message.
  */
 export const PROTOCOL_VERSION = 3;
 
@@ -123,13 +124,27 @@ export const DrainingMessage = Type.Object({
 }, { additionalProperties: false });
 export type DrainingMessage = Static<typeof DrainingMessage>;
 
+/** Longest `health.problem`; a longer one is cut by the worker. */
+export const MAX_PROBLEM_LENGTH = 1024;
+
+/**
+ * (Since 3.) Why the worker takes no work although connected (its work dir cannot hold a task),
+ * or null once it takes work again. Sent when that changes, and after welcome while it holds:
+ * a new session starts healthy.
+ */
+export const HealthMessage = Type.Object({
+  type: Type.Literal('health'),
+  problem: Type.Union([Type.String({ minLength: 1, maxLength: MAX_PROBLEM_LENGTH }), Type.Null()]),
+}, { additionalProperties: false });
+export type HealthMessage = Static<typeof HealthMessage>;
+
 /** The worker leaves for good; the manager marks it gone. */
 export const ByeMessage = Type.Object({
   type: Type.Literal('bye'),
 }, { additionalProperties: false });
 export type ByeMessage = Static<typeof ByeMessage>;
 
-export const WorkerMessage = Type.Union([HelloMessage, PullMessage, HeartbeatMessage, ResultMessage, ResultsMessage, ReleaseMessage, DrainingMessage, ByeMessage]);
+export const WorkerMessage = Type.Union([HelloMessage, PullMessage, HeartbeatMessage, ResultMessage, ResultsMessage, ReleaseMessage, DrainingMessage, HealthMessage, ByeMessage]);
 export type WorkerMessage = Static<typeof WorkerMessage>;
 
 // ---- manager -> worker ---------------------------------------------------------------------

@@ -54,7 +54,12 @@ export const JOB_STATES = ['active', 'succeeded', 'failed', 'cancelled'] as cons
 export type JobState = (typeof JOB_STATES)[number];
 export const JobStateSchema = Type.Enum(JOB_STATES);
 
-export const WORKER_STATES = ['ready', 'busy', 'draining', 'offline', 'gone'] as const;
+/**
+ * `ready` and `busy` (some slots used) take work; `unhealthy` is connected but takes none until
+ * its `problem` is fixed; `draining` finishes its tasks and leaves; `offline` lost its session
+ * and may come back; `gone` will not.
+ */
+export const WORKER_STATES = ['ready', 'busy', 'unhealthy', 'draining', 'offline', 'gone'] as const;
 export type WorkerState = (typeof WORKER_STATES)[number];
 export const WorkerStateSchema = Type.Enum(WORKER_STATES);
 
@@ -154,6 +159,7 @@ export const Worker = Type.Object({
   labels: Type.Array(Type.String()),
   vm: Type.Union([VmFacts, Type.Null()]),
   version: Type.String(),
+  problem: Type.Union([Type.String(), Type.Null()], { description: 'Why a connected worker takes no work (state unhealthy), as the worker reported it; else null.' }),
   connectedAt: NullableTime,
   lastHeartbeatAt: NullableTime,
   tasksSucceeded: Type.Integer(),

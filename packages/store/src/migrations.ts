@@ -124,4 +124,13 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX IF NOT EXISTS tasks_queue_class ON tasks (requires, slots, priority DESC, id) WHERE state = 'queued';
     `,
   },
+  {
+    version: 5,
+    name: 'workers.problem',
+    // Why a connected worker takes no work (its work dir cannot hold a task), as it reported it
+    // (protocol 3, `health`); NULL when it takes work. Cleared by each new session.
+    sql: /* sql */ `
+      ALTER TABLE workers ADD COLUMN problem TEXT;
+    `,
+  },
 ];

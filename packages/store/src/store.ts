@@ -130,7 +130,7 @@ export interface Page<T> {
 }
 
 /** Stored worker state; `busy` is derived from used slots when reading. */
-type StoredWorkerState = Exclude<WorkerState, 'busy'>;
+type StoredWorkerState = Exclude<WorkerState, 'busy' | 'unhealthy'>;
 
 interface JobRow {
   id: number;
@@ -191,6 +191,7 @@ interface WorkerRow {
   connected_at: number | null;
   last_heartbeat_at: number | null;
   offline_since: number | null;
+  problem: string | null;
   tasks_succeeded: number;
   tasks_failed: number;
   used_slots: number;
@@ -824,6 +825,15 @@ export class TaskStore {
     return workerId;
   }
 
+  /**
+   * Records why a connected worker takes no work (it reported a problem), or that it takes work
+   * again (null). While the problem stands, the worker is shown `unhealthy` instead of ready or
+   * busy. A new session (registerWorker) clears it: the worker says it again if it still holds.
+   */
+  setWorkerProblem(workerId: string, problem: string | null): void {
+    this.s.setWorkerProblem.run(problem, workerId);
+  }
+
   /** Sets a worker's stored state; `offline` also records since when. */
   setWorkerState(workerId: string, state: StoredWorkerState): void {
     this.s.setWorkerState.run(state, state === 'offline' ? this.clock.now() : null, workerId);
@@ -898,7 +908,7 @@ export class TaskStore {
 const TRANSACTIONAL = [
   'createJob', 'submitTasks', 'sealJob', 'cancelJob', 'retryJob', 'cancelTask', 'claimTasks', 'claimBatch', 'extendLeases',
   'completeTask', 'failTask', 'reportExecution', 'settleReports', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'resumeLeases',
-  'registerWorker', 'setWorkerState', 'markAllWorkersOffline', 'extendAllLeasesForRestart',
+  'registerWorker', 'setWorkerState', 'setWorkerProblem', 'markAllWorkersOffline', 'extendAllLeasesForRestart',
 ] as const satisfies ReadonlyArray<keyof TaskStore>;
 
 function prepare(db: Database.Database) {
@@ -1015,8 +1025,9 @@ function prepare(db: Database.Database) {
       INSERT INTO workers (id, name, hostname, state, slots, labels, vm, version, session_id, connected_at, last_heartbeat_at, created_at)
       VALUES (@id, @name, @hostname, 'ready', @slots, @labels, @vm, @version, @session_id, @now, @now, @now)
       ON CONFLICT (id) DO UPDATE SET name = @name, hostname = @hostname, state = 'ready', slots = @slots, labels = @labels,
-        vm = @vm, version = @version, session_id = @session_id, connected_at = @now, last_heartbeat_at = @now, offline_since = NULL`),
+        vm = @vm, version = @version, session_id = @session_id, connected_at = @now, last_heartbeat_at = @now, offline_since = NULL, problem = NULL`),
     setWorkerState: p(`UPDATE workers SET state = ?, offline_since = ? WHERE id = ?`),
+    setWorkerProblem: p(`UPDATE workers SET problem = ? WHERE id = ?`),
     touchWorker: p(`UPDATE workers SET last_heartbeat_at = ? WHERE id = ?`),
     // Rows are [worker id, successes]: one statement for every worker of a flush.
     addWorkersSucceeded: batch(2, (values) => `
@@ -1087,7 +1098,9 @@ function attemptFromRow(r: AttemptRow): Attempt {
 }
 
 function workerFromRow(r: WorkerRow): Worker {
-  const state: WorkerState = r.state === 'ready' && r.used_slots > 0 ? 'busy' : r.state;
+  // ready is stored; busy and unhealthy are what a ready worker shows with used slots, or with a
+  // problem (which wins: such a worker takes no work, whatever it still runs).
+  const state: WorkerState = r.state !== 'ready' ? r.state : r.problem !== null ? 'unhealthy' : r.used_slots > 0 ? 'busy' : 'ready';
   return {
     id: r.id,
     name: r.name,
@@ -1098,6 +1111,7 @@ function workerFromRow(r: WorkerRow): Worker {
     labels: JSON.parse(r.labels) as string[],
     vm: parseJson<VmFacts>(r.vm),
     version: r.version,
+    problem: r.state === 'ready' ? r.problem : null,
     connectedAt: iso(r.connected_at),
     lastHeartbeatAt: iso(r.last_heartbeat_at),
     tasksSucceeded: r.tasks_succeeded,

@@ -34,6 +34,7 @@ describe('attempt history', () => {
     const [running] = store.claimTasks(session(), [], 1);
     // As version 2 left it: an open row for the running attempt.
     store.db.prepare(`INSERT INTO attempts (task_id, attempt, worker_id, started_at, outcome) VALUES (1, 1, 'w-1', ?, 'running')`).run(T0);
+    store.db.exec('ALTER TABLE workers DROP COLUMN problem'); // added by version 5
     store.db.pragma('user_version = 2');
     store.close();
 

@@ -13,7 +13,7 @@ describe('workers', () => {
     const id = store.registerWorker(hello({ name: 'ss_3', hostname: 'host3', slots: 8, labels: ['gpu', 'zone=2'], version: '1.2.3', vm }), 'sess-1');
     expect(id).toMatch(/^w-[0-9a-f]{12}$/);
     expect(store.getWorker(id)).toEqual({
-      id, name: 'ss_3', hostname: 'host3', state: 'ready', slots: 8, usedSlots: 0, labels: ['gpu', 'zone=2'], vm, version: '1.2.3',
+      id, name: 'ss_3', hostname: 'host3', state: 'ready', slots: 8, usedSlots: 0, labels: ['gpu', 'zone=2'], vm, version: '1.2.3', problem: null,
       connectedAt: new Date(T0).toISOString(), lastHeartbeatAt: new Date(T0).toISOString(), tasksSucceeded: 0, tasksFailed: 0,
     });
     expect(store.getWorker('w-unknown')).toBeNull();
@@ -30,6 +30,27 @@ describe('workers', () => {
     expect(other).not.toBe(id);
     expect(other).not.toBe('w-forgotten');
     expect(store.listWorkers().map((w) => w.id)).toEqual([id, other]);
+  });
+
+  it('shows a worker with a problem as unhealthy, busy or not, until it is fixed or a new session starts', () => {
+    const { store } = openStore();
+    const w = store.registerWorker(hello({ slots: 2 }), 's');
+    store.createJob({ tasks: [{ shell: 'a' }] });
+    store.claimTasks(session(w, 's'), [], 1);
+    store.setWorkerProblem(w, 'disk full');
+    expect(store.getWorker(w)).toMatchObject({ state: 'unhealthy', problem: 'disk full', usedSlots: 1 });
+    expect(store.listWorkers()[0]).toMatchObject({ state: 'unhealthy', problem: 'disk full' });
+    store.setWorkerProblem(w, null);
+    expect(store.getWorker(w)).toMatchObject({ state: 'busy', problem: null });
+    store.setWorkerProblem(w, 'disk full');
+    // Draining or offline says more than the problem (which only a connected worker can have).
+    store.setWorkerState(w, 'draining');
+    expect(store.getWorker(w)).toMatchObject({ state: 'draining', problem: null });
+    store.setWorkerState(w, 'offline');
+    expect(store.getWorker(w)).toMatchObject({ state: 'offline', problem: null });
+    // A new session starts healthy; the worker says so again if it still holds.
+    store.registerWorker(hello({ workerId: w, slots: 2 }), 's2');
+    expect(store.getWorker(w)).toMatchObject({ state: 'busy', problem: null });
   });
 
   it('lists workers in registration order', () => {

@@ -127,7 +127,7 @@ function renderKpis(): void {
     fill(kpiEl, h('div', { class: 'kpi muted' }, 'Waiting for the live feed…'));
     return;
   }
-  const online = s.workers.ready + s.workers.busy + s.workers.draining;
+  const online = s.workers.ready + s.workers.busy + s.workers.unhealthy + s.workers.draining;
   const slots = s.slots.used + s.slots.free;
   const slotBar = h('div', { class: 'bar bar-xs' }, h('span', { class: 'seg s-running' }));
   (slotBar.firstChild as HTMLElement).style.width = `${slots ? (100 * s.slots.used) / slots : 0}%`;
@@ -137,7 +137,7 @@ function renderKpis(): void {
     kpi('Succeeded', int(s.tasks.succeeded), 'k-succeeded'),
     kpi('Failed', int(s.tasks.failed), 'k-failed', s.tasks.cancelled ? `${int(s.tasks.cancelled)} cancelled` : undefined),
     kpi('Throughput', `${series.rate(10).toFixed(1)}/s`, 'k-rate', 'last 10 s'),
-    kpi('Workers', int(online), 'k-workers', `${int(s.workers.busy)} busy · ${int(s.workers.offline)} offline`),
+    kpi('Workers', int(online), 'k-workers', `${int(s.workers.busy)} busy${s.workers.unhealthy ? ` · ${int(s.workers.unhealthy)} unhealthy` : ''} · ${int(s.workers.offline)} offline`),
     kpi('Slots', `${int(s.slots.used)} / ${int(slots)}`, 'k-slots', slotBar),
     kpi('Active jobs', int(s.jobs.active), 'k-jobs', `${int(s.jobs.succeeded + s.jobs.failed + s.jobs.cancelled)} finished`));
 }

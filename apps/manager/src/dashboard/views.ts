@@ -328,7 +328,8 @@ export class TaskView implements View {
 
 // ---- workers ---------------------------------------------------------------------------------
 
-const LIVE_WORKER = new Set(['ready', 'busy', 'draining']);
+/** Connected workers (an unhealthy one is connected, but takes no work). */
+const LIVE_WORKER = new Set(['ready', 'busy', 'unhealthy', 'draining']);
 
 export class WorkersView implements View {
   readonly el = h('section', { class: 'view view-workers' });
@@ -379,7 +380,7 @@ export class WorkersView implements View {
       h('h2', null, 'Slot map ', h('span', { class: 'muted' }, 'one tile per worker, filled by its used slots')),
       h('div', { class: 'legend' }, `${int(live.length)} connected · ${int(used)} of ${int(total)} slots busy (${pct(used, total)})`));
     fill(this.map, sorted.filter((w) => w.state !== 'gone').map((w) => {
-      const tile = h('div', { class: `tile t-${w.state}`, title: `${w.name}: ${w.usedSlots}/${w.slots} slots, ${w.state}` }, h('span', { class: 'tile-fill' }));
+      const tile = h('div', { class: `tile t-${w.state}`, title: `${w.name}: ${w.usedSlots}/${w.slots} slots, ${w.state}${w.problem ? ` (${w.problem})` : ''}` }, h('span', { class: 'tile-fill' }));
       (tile.firstChild as HTMLElement).style.height = `${LIVE_WORKER.has(w.state) ? (100 * w.usedSlots) / Math.max(1, w.slots) : 0}%`;
       return tile;
     }));
@@ -388,13 +389,13 @@ export class WorkersView implements View {
 
   private row(w: Worker, now: number): HTMLTableRowElement {
     const vm = w.vm;
-    const free = LIVE_WORKER.has(w.state) ? Math.max(0, w.slots - w.usedSlots) : 0;
+    const free = LIVE_WORKER.has(w.state) && w.state !== 'unhealthy' ? Math.max(0, w.slots - w.usedSlots) : 0;
     const slotBar = h('div', { class: 'bar bar-sm' }, h('span', { class: 'seg s-running' }));
     (slotBar.firstChild as HTMLElement).style.width = `${(100 * w.usedSlots) / Math.max(1, w.slots)}%`;
     const beat = w.lastHeartbeatAt ? now - Date.parse(w.lastHeartbeatAt) : null;
     return h('tr', { 'data-worker': w.id, class: `state-${w.state}` },
       h('td', null, h('div', { class: 'worker-name' }, w.name), h('div', { class: 'sub mono' }, w.id, w.labels.length ? ` · ${w.labels.join(', ')}` : '')),
-      h('td', null, pill(w.state)),
+      h('td', null, pill(w.state), w.problem ? h('div', { class: 'sub t-failed worker-problem' }, w.problem) : null),
       h('td', null, vm ? `${vm.scaleSet ?? '—'}${vm.instanceId !== null ? ` / ${vm.instanceId}` : ''}` : h('span', { class: 'muted' }, 'not on Azure'), vm?.priority === 'Spot' ? h('span', { class: 'tag' }, 'spot') : null),
       h('td', null, vm?.vmSize ?? '—'),
       h('td', null, vm ? `${vm.location}${vm.zone ? `-${vm.zone}` : ''}` : '—'),
