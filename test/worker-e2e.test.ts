@@ -136,7 +136,8 @@ describe('worker end to end', () => {
 
   it('gives back a task its work dir cannot hold, takes no work until the dir is fixed, then carries on', async () => {
     const m = await startManager();
-    const w = startWorker(m, { name: 'w1', slots: 1 });
+    // Several slots: the task must not come back on the credits the manager still holds.
+    const w = startWorker(m, { name: 'w1', slots: 4 });
     expect(await finished(m.api, (await m.api.createJob({ tasks: [{ command: ['true'] }] })).id)).toMatchObject({ state: 'succeeded' });
     // The scratch and running dirs are files now (a disk gone wrong): mkdir and the record fail.
     for (const dir of ['scratch', 'running']) {
@@ -148,7 +149,7 @@ describe('worker end to end', () => {
     // A probe (after 1 s) still fails. Had the worker granted its slot again, the task would have
     // come straight back and been given back again meanwhile: a second loss.
     await w.waitForLog((l) => l.msg === 'the work dir still cannot hold a task', 'a failed probe');
-    const [queued] = await m.api.tasks(job.id);
+    const queued = await until('the task back in the queue', async () => (await m.api.tasks(job.id)).find((t) => t.state === 'queued'), 30_000, 50);
     expect(queued).toMatchObject({ state: 'queued', attempts: 1 });
     const history = (await m.api.task(queued!.id)).history!;
     expect(history).toHaveLength(1);
@@ -159,7 +160,7 @@ describe('worker end to end', () => {
 
     for (const dir of ['scratch', 'running']) {
       rmSync(join(w.workDir, dir), { force: true });
-      mkdirSync(join(w.workDir, dir));
+      mkdirSync(join(w.workDir, dir), { recursive: true }); // a probe may have made it first
     }
     // Nothing was spent: a task with no retries left runs when the worker takes work again.
     expect(await finished(m.api, job.id)).toMatchObject({ state: 'succeeded' });

@@ -120,7 +120,7 @@ describe('the worker with a work dir that cannot hold a task', () => {
     await w.waitForLog((l) => l.msg === 'the work dir still cannot hold a task', 'a failed probe');
     const whilePaused = [...frames];
     rmSync(join(workDir, 'scratch'));
-    mkdirSync(join(workDir, 'scratch'));
+    mkdirSync(join(workDir, 'scratch'), { recursive: true }); // a probe may have made it first
     await until('the held-back credit', () => (frames.slice(whilePaused.length).some((f) => f.type === 'pull') ? true : undefined), 60_000, 50);
     return { whilePaused, frames };
   }

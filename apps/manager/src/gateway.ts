@@ -55,6 +55,11 @@ interface Session {
   draining: boolean;
   /** Last claim found nothing that fits; skip until new work or new credits arrive. */
   starved: boolean;
+  /**
+   * The worker gave a task back as `unhealthy` or reported a problem: it gets no work until it
+   * reports `health` null. Its credits stay its own and are used again then.
+   */
+  unhealthy: boolean;
   claiming: boolean;
   lastSeenAt: number;
   /** Acks settled by the current group commit, sent together at the end of the turn. */
@@ -113,6 +118,7 @@ export class WorkerGateway {
       credits: 0,
       draining: false,
       starved: false,
+      unhealthy: false,
       claiming: false,
       lastSeenAt: this.now(),
       pendingAcks: [],
@@ -222,6 +228,10 @@ export class WorkerGateway {
       case 'release': {
         const since = RELEASE_REASON_SINCE[msg.reason];
         if (since !== undefined && s.protocol < since) return this.protocolError(s, `release reason ${msg.reason} needs protocol ${since}; this session speaks ${s.protocol}`);
+        // Before the release commits: the requeued task must not go straight back to this
+        // worker on the credits it still has here. It did, once per credit, until it failed
+        // WORKER_LOST on a worker with more slots than a task has losses.
+        if (msg.reason === 'unhealthy') s.unhealthy = true;
         const taskSeq = parseTaskId(msg.taskId);
         const outcome = taskSeq === null
           ? { status: 'stale' as const }
@@ -235,6 +245,11 @@ export class WorkerGateway {
       }
       case 'health':
         if (s.protocol < 3) return this.protocolError(s, `health needs protocol 3; this session speaks ${s.protocol}`);
+        s.unhealthy = msg.problem !== null;
+        if (!s.unhealthy) {
+          s.starved = false;
+          this.scheduleDispatch();
+        }
         await this.o.committer.run(() => this.o.store.setWorkerProblem(workerId, msg.problem));
         if (msg.problem === null) this.o.log.info({ workerId }, 'worker takes work again');
         else this.o.log.warn({ workerId, problem: msg.problem }, 'worker takes no work: it reports a problem');
@@ -391,7 +406,7 @@ export class WorkerGateway {
   private dispatch(): void {
     const ready: Session[] = [];
     for (const s of this.sessions.values()) {
-      if (s.phase !== 'active' || s.draining || s.starved || s.claiming || s.credits < 1) continue;
+      if (s.phase !== 'active' || s.draining || s.unhealthy || s.starved || s.claiming || s.credits < 1) continue;
       s.claiming = true;
       ready.push(s);
     }

@@ -136,6 +136,25 @@ describe('worker channel', () => {
     expect(task.history).toMatchObject([{ outcome: 'released', error: { message: 'released by worker (unhealthy)' } }]);
   });
 
+  it('sends no work to a worker that gave a task back as unhealthy, until it reports health null; its credits stay', async () => {
+    await submit([{ command: ['y'] }]);
+    const w = await connect();
+    await w.hello({ name: 'w', protocol: 3 });
+    w.send({ type: 'pull', credits: 2 });
+    const [t] = (await w.next('tasks')).tasks;
+    w.send({ type: 'release', taskId: t!.taskId, leaseId: t!.leaseId, reason: 'unhealthy' });
+    expect((await w.next('ack')).status).toBe('recorded');
+    // Not back to w on its remaining credit: another worker gets it.
+    const v = await connect();
+    await v.hello({ name: 'v', protocol: 3 });
+    v.send({ type: 'pull', credits: 1 });
+    expect((await v.next('tasks')).tasks.map((x) => x.taskId)).toEqual([t!.taskId]);
+    // Healthy again, w gets work on the credit it kept (v has none left).
+    w.send({ type: 'health', problem: null });
+    await submit([{ command: ['z'] }]);
+    expect((await w.next('tasks')).tasks.map((x) => x.spec.command)).toEqual([['z']]);
+  });
+
   it('shows a worker that reports a problem as unhealthy until it reports none, from protocol 3 on', async () => {
     const old = await connect();
     await old.hello({ name: 'old', protocol: 2 });

@@ -424,6 +424,7 @@ export class WorkerDaemon {
       return;
     }
     this.running.set(task.taskId, { task, exec, slots });
+    this.probeAttempt = 0;
     // The record only serves a restart after a crash; a disk that cannot hold it must not cost
     // the task (an escaped error here used to end the worker).
     await this.writeRunningRecord({ taskId: task.taskId, leaseId: task.leaseId, pid: exec.pid }).catch((err: unknown) => {
@@ -504,7 +505,7 @@ export class WorkerDaemon {
 
   /** Stops taking work until probeWorkDir passes; probes with backoff meanwhile. */
   private pauseForWorkDir(problem: string): void {
-    if (this.workDirProblem !== null) return;
+    if (this.workDirProblem !== null || this.state === 'stopped') return;
     this.workDirProblem = problem;
     this.log.error({ problem }, 'the work dir cannot hold a task; giving tasks back and taking no work until it can');
     this.sendHealth();
@@ -529,7 +530,8 @@ export class WorkerDaemon {
     }
     this.log.info({ probes: this.probeAttempt }, 'the work dir can hold tasks again; taking work');
     this.workDirProblem = null;
-    this.probeAttempt = 0;
+    // probeAttempt is reset by the next task that starts, not here: a dir that passes the probe
+    // but still fails tasks would otherwise pause and resume every second.
     this.sendHealth();
     const n = this.withheldCredits;
     this.withheldCredits = 0;

@@ -108,7 +108,7 @@ export type ReleaseReason = (typeof RELEASE_REASONS)[number];
 /** The protocol version that introduced each release reason (the rest are in version 1). */
 export const RELEASE_REASON_SINCE: Partial<Record<ReleaseReason, number>> = { unhealthy: 3 };
 
-/** Gives a task back unfinished (drain, preemption). Requeues it without spending a retry. */
+/** Gives a task back unfinished (drain, preemption, an unhealthy worker). Requeues it without spending a retry. */
 export const ReleaseMessage = Type.Object({
   type: Type.Literal('release'),
   taskId: Id,

@@ -720,7 +720,7 @@ export class TaskStore {
   }
 
   /**
-   * Gives a leased task back unfinished (drain, preemption): requeued without spending a
+   * Gives a leased task back unfinished (drain, preemption, an unhealthy worker): requeued without spending a
    * retry, counted as an infrastructure loss. Returns `stale` if the lease is not current.
    */
   releaseTask(workerId: string, lease: LeaseRef, reason: ReleaseReason): ReportOutcome {
