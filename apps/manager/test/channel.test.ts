@@ -170,6 +170,22 @@ describe('worker channel', () => {
     await vi.waitFor(async () => expect(await state()).toMatchObject({ state: 'ready', problem: null }));
   });
 
+  it('gives a worker id claimed from another host a new id, instead of letting two hosts replace each other', async () => {
+    const a = await connect();
+    const { workerId } = await a.hello({ name: 'a', hostname: 'vmss000001' });
+    // A VM made from an image that carries the first one's worker-id file.
+    const b = await connect();
+    const welcome = await b.hello({ name: 'b', hostname: 'vmss000002', workerId });
+    expect(welcome.workerId).not.toBe(workerId);
+    // Both stay connected: nobody was replaced.
+    const listed = (await request(m.app.server).get('/v1/workers').set(auth())).body as { workers: Array<{ id: string; state: string }> };
+    expect(listed.workers.map((w) => [w.id, w.state]).sort()).toEqual([[workerId, 'ready'], [welcome.workerId, 'ready']].sort());
+    // The first host reconnecting keeps its id.
+    const again = await connect();
+    expect((await again.hello({ name: 'a', hostname: 'vmss000001', workerId })).workerId).toBe(workerId);
+    expect((await a.closed).code).toBe(4409);
+  });
+
   it('closes a session whose first message is not hello, with a protocol error', async () => {
     const w = await connect();
     w.send({ type: 'pull', credits: 1 });

@@ -361,6 +361,9 @@ export class WorkerDaemon {
     this.reconnectAttempt = 0;
     this.log.info({ workerId: msg.workerId, resumed: msg.resumed.length, lost: msg.lost.length }, 'registered with the manager');
     if (this.workerId !== msg.workerId) {
+      // The manager keeps a stored id only for the host it belongs to: a new one here means the
+      // id came from elsewhere (a VM image baked with the work dir) or the host was renamed.
+      if (this.workerId !== null) this.log.warn({ was: this.workerId, now: msg.workerId }, 'the manager gave this worker a new id: the stored one belongs to another host');
       this.workerId = msg.workerId;
       await writeFile(this.idFile, `${msg.workerId}\n`);
       if (this.ws !== ws) return;

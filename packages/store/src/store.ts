@@ -804,13 +804,20 @@ export class TaskStore {
   // ---- workers -------------------------------------------------------------------------------
 
   /**
-   * Registers a worker session from its hello. Reuses the record when the hello names a
-   * known worker id, else creates one. Returns the worker id.
+   * Registers a worker session from its hello. Reuses the record when the hello names a known
+   * worker id from the same host (hostname, and VM id when both sides have one), else creates
+   * one. Returns the worker id.
+   *
+   * Why the host check: a VM image baked after the worker ran once carries its `worker-id` file,
+   * so every VM made from it would claim one id. Each session replaced the last (close 4409),
+   * they reconnected in turn, and each one's leases expired unextended under the other's
+   * session. A new id per host ends that; the worker keeps the id its welcome names.
    */
   registerWorker(hello: HelloMessage, sessionId: string): string {
     const now = this.clock.now();
-    const known = hello.workerId !== undefined && this.s.getWorker.get(hello.workerId) !== undefined;
-    const workerId = known ? hello.workerId! : `w-${randomUUID().slice(0, 13).replace('-', '')}`;
+    const stored = hello.workerId === undefined ? undefined : (this.s.getWorkerHost.get(hello.workerId) as { hostname: string; vm_id: string | null } | undefined);
+    const sameHost = stored !== undefined && stored.hostname === hello.hostname && (stored.vm_id === null || hello.vm === null || stored.vm_id === hello.vm.vmId);
+    const workerId = sameHost ? hello.workerId! : `w-${randomUUID().slice(0, 13).replace('-', '')}`;
     this.s.upsertWorker.run({
       id: workerId,
       name: hello.name,
@@ -1020,7 +1027,7 @@ function prepare(db: Database.Database) {
       UPDATE tasks SET state = 'queued', failures = 0, losses = 0, finished_at = NULL, queued_at = ?
       WHERE job_id = ? AND state = ?`),
 
-    getWorker: p(`SELECT id FROM workers WHERE id = ?`),
+    getWorkerHost: p(`SELECT hostname, json_extract(vm, '$.vmId') AS vm_id FROM workers WHERE id = ?`),
     upsertWorker: p(`
       INSERT INTO workers (id, name, hostname, state, slots, labels, vm, version, session_id, connected_at, last_heartbeat_at, created_at)
       VALUES (@id, @name, @hostname, 'ready', @slots, @labels, @vm, @version, @session_id, @now, @now, @now)

@@ -53,6 +53,24 @@ describe('workers', () => {
     expect(store.getWorker(w)).toMatchObject({ state: 'busy', problem: null });
   });
 
+  it('gives a new id to a hello that names a known worker from another host or VM (a baked image)', () => {
+    const { store } = openStore();
+    const id = store.registerWorker(hello({ hostname: 'vmss000001', vm }), 's1');
+    // The same VM reconnecting keeps its id.
+    expect(store.registerWorker(hello({ workerId: id, hostname: 'vmss000001', vm }), 's2')).toBe(id);
+    // Another VM made from an image that carries the first one's worker-id file.
+    const otherHost = store.registerWorker(hello({ workerId: id, hostname: 'vmss000002', vm: { ...vm, vmId: 'vm-id-2' } }), 's3');
+    expect(otherHost).not.toBe(id);
+    // Same hostname (a reused name), another VM.
+    const otherVm = store.registerWorker(hello({ workerId: id, hostname: 'vmss000001', vm: { ...vm, vmId: 'vm-id-3' } }), 's4');
+    expect(otherVm).not.toBe(id);
+    expect(new Set([id, otherHost, otherVm]).size).toBe(3);
+    expect(store.getWorker(id)).toMatchObject({ hostname: 'vmss000001', vm });
+    // Off Azure (no VM facts on one side), the hostname decides.
+    expect(store.registerWorker(hello({ workerId: id, hostname: 'vmss000001', vm: null }), 's5')).toBe(id);
+    expect(store.registerWorker(hello({ workerId: id, hostname: 'vmss000001', vm }), 's6')).toBe(id);
+  });
+
   it('lists workers in registration order', () => {
     const { store, clock } = openStore();
     const ids = [];
