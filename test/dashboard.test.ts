@@ -5,7 +5,7 @@
  * Saves screenshots to a temp dir; with PULLMAN_UPDATE_SCREENSHOT=1 it also writes them to
  * docs/images/ (CI never does, so CI never modifies the repository).
  */
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -138,6 +138,19 @@ describe('dashboard', () => {
     await page.waitForFunction(() => document.querySelector('[data-kpi="slots"] .kpi-v')?.textContent === '12 / 12');
     const shot = await shoot(page, 'dashboard.png');
     expect(existsSync(shot)).toBe(true);
+
+    // A fifth worker whose work dir cannot hold a task (scratch is a file): it gives back the
+    // task it is sent and shows as unhealthy, with the reason; its slots are not counted free.
+    const brokenDir = tempDir('wrk-broken');
+    writeFileSync(join(brokenDir, 'scratch'), '');
+    startWorker(m, { name: 'full-disk', slots: 3, workDir: brokenDir });
+    await page.click('nav a[data-nav="workers"]');
+    const broken = page.locator('tr[data-worker]', { hasText: 'full-disk' });
+    await broken.locator('.pill', { hasText: 'unhealthy' }).waitFor({ timeout: 60_000 });
+    expect(await broken.locator('.worker-problem').textContent()).toContain(`cannot prepare the task's files under ${brokenDir}`);
+    expect(await page.locator('.slot-map .tile.t-unhealthy').count()).toBe(1);
+    await page.waitForFunction(() => document.querySelector('[data-kpi="workers"] .kpi-sub')?.textContent?.includes('1 unhealthy'));
+    expect(await page.locator('[data-kpi="slots"] .kpi-v').textContent()).toBe('12 / 12');
 
     expect(consoleErrors).toEqual([]);
     // The token travelled in headers only: no URL the manager logged carries it.

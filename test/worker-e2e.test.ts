@@ -145,10 +145,10 @@ describe('worker end to end', () => {
       writeFileSync(join(w.workDir, dir), '');
     }
     const job = await m.api.createJob({ tasks: [{ key: 'blocked', command: ['true'], retries: 0 }] });
-    await w.waitForLog((l) => l.msg === 'the work dir cannot hold a task; giving tasks back and taking no work until it can', 'the pause');
+    await w.waitForLog((l) => l.msg === 'the work dir cannot hold a task; giving tasks back and taking no work until it can', 'the pause', 60_000);
     // A probe (after 1 s) still fails. Had the worker granted its slot again, the task would have
     // come straight back and been given back again meanwhile: a second loss.
-    await w.waitForLog((l) => l.msg === 'the work dir still cannot hold a task', 'a failed probe');
+    await w.waitForLog((l) => l.msg === 'the work dir still cannot hold a task', 'a failed probe', 60_000);
     const queued = await until('the task back in the queue', async () => (await m.api.tasks(job.id)).find((t) => t.state === 'queued'), 30_000, 50);
     expect(queued).toMatchObject({ state: 'queued', attempts: 1 });
     const history = (await m.api.task(queued!.id)).history!;

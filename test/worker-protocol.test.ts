@@ -117,7 +117,7 @@ describe('the worker with a work dir that cannot hold a task', () => {
     const workDir = tempDir('wrk-unusable');
     writeFileSync(join(workDir, 'scratch'), '');
     const w = startWorker(m, { name: 'unusable', slots: 2, workDir });
-    await w.waitForLog((l) => l.msg === 'the work dir still cannot hold a task', 'a failed probe');
+    await w.waitForLog((l) => l.msg === 'the work dir still cannot hold a task', 'a failed probe', 60_000);
     const whilePaused = [...frames];
     rmSync(join(workDir, 'scratch'));
     mkdirSync(join(workDir, 'scratch'), { recursive: true }); // a probe may have made it first
