@@ -151,6 +151,7 @@ describe('dashboard', () => {
     expect(await page.locator('.slot-map .tile.t-unhealthy').count()).toBe(1);
     await page.waitForFunction(() => document.querySelector('[data-kpi="workers"] .kpi-sub')?.textContent?.includes('1 unhealthy'));
     expect(await page.locator('[data-kpi="slots"] .kpi-v').textContent()).toBe('12 / 12');
+    await page.waitForFunction(() => document.querySelector('.view-workers .legend')?.textContent?.startsWith('5 connected · 12 of 12 slots busy'));
 
     expect(consoleErrors).toEqual([]);
     // The token travelled in headers only: no URL the manager logged carries it.

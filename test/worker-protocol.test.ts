@@ -139,4 +139,35 @@ describe('the worker with a work dir that cannot hold a task', () => {
     expect(whilePaused).toEqual([{ type: 'pull', credits: 2 }, release]);
     expect(frames).toEqual([{ type: 'pull', credits: 2 }, release, { type: 'pull', credits: 1 }]);
   });
+
+  it('after re-sending an unhealthy release, says again where it stands', async () => {
+    // The release gets no ack but a non-fatal manager error, which the worker answers by
+    // re-sending what is unacked, later. Meanwhile its dir is fixed and it reports health null.
+    // The re-sent release marks it unhealthy again on a real manager: its health must follow.
+    const frames: Frame[] = [];
+    const workDir = tempDir('wrk-resend');
+    writeFileSync(join(workDir, 'scratch'), '');
+    const m = await startScriptedManager((ws, msg) => {
+      if (msg.type === 'hello') return void ws.send(welcome(3));
+      if (msg.type === 'heartbeat') return;
+      frames.push(msg);
+      const releases = frames.filter((f) => f.type === 'release').length;
+      if (msg.type === 'pull' && frames.length === 1) ws.send(oneTask('task-1', 'lease-1'));
+      if (msg.type === 'release' && releases === 1) {
+        rmSync(join(workDir, 'scratch'));
+        mkdirSync(join(workDir, 'scratch'), { recursive: true });
+      }
+      if (msg.type === 'health' && msg.problem === null && releases === 1) ws.send(JSON.stringify({ type: 'error', code: 'STORAGE_FULL', message: 'manager database is full; retry later', fatal: false }));
+      if (msg.type === 'release' && releases === 2) ws.send(JSON.stringify({ type: 'ack', taskId: msg.taskId, leaseId: msg.leaseId, status: 'stale' }));
+    });
+    startWorker(m, { name: 'resend', slots: 2, workDir });
+    await until('health after the re-sent release', () => {
+      const second = frames.findIndex((f, i) => f.type === 'release' && frames.slice(0, i).some((g) => g.type === 'release'));
+      return second >= 0 && frames.slice(second + 1).some((f) => f.type === 'health') ? true : undefined;
+    }, 30_000, 50);
+    const release = { type: 'release', taskId: 'task-1', leaseId: 'lease-1', reason: 'unhealthy' };
+    const kinds = frames.map((f) => (f.type === 'health' ? `health:${f.problem === null ? 'ok' : 'problem'}` : f.type));
+    expect(kinds).toEqual(['pull', 'release', 'health:problem', 'health:ok', 'pull', 'release', 'health:ok']);
+    expect(frames[5]).toEqual(release);
+  });
 });

@@ -233,9 +233,11 @@ export class WorkerGateway {
         // WORKER_LOST on a worker with more slots than a task has losses.
         if (msg.reason === 'unhealthy') s.unhealthy = true;
         const taskSeq = parseTaskId(msg.taskId);
-        const outcome = taskSeq === null
-          ? { status: 'stale' as const }
-          : await this.o.committer.run(() => this.o.store.releaseTask(workerId, { taskSeq, leaseId: msg.leaseId }, msg.reason));
+        const outcome = await this.o.committer.run(() => {
+          // Shown as unhealthy too, even by a worker that never says why in `health`.
+          if (msg.reason === 'unhealthy') this.o.store.noteWorkerProblem(workerId, 'gave a task back as unhealthy');
+          return taskSeq === null ? { status: 'stale' as const } : this.o.store.releaseTask(workerId, { taskSeq, leaseId: msg.leaseId }, msg.reason);
+        });
         this.ack(s, msg.taskId, msg.leaseId, outcome.status);
         if (outcome.status === 'recorded') {
           this.o.metrics.requeued('released');
@@ -245,12 +247,15 @@ export class WorkerGateway {
       }
       case 'health':
         if (s.protocol < 3) return this.protocolError(s, `health needs protocol 3; this session speaks ${s.protocol}`);
-        s.unhealthy = msg.problem !== null;
-        if (!s.unhealthy) {
+        // A problem stops dispatch at once; its end only once stored, so that the session and
+        // what the API shows agree if the commit fails (the worker re-sends its health then).
+        if (msg.problem !== null) s.unhealthy = true;
+        await this.o.committer.run(() => this.o.store.setWorkerProblem(workerId, msg.problem));
+        if (msg.problem === null && s.unhealthy) {
+          s.unhealthy = false;
           s.starved = false;
           this.scheduleDispatch();
         }
-        await this.o.committer.run(() => this.o.store.setWorkerProblem(workerId, msg.problem));
         if (msg.problem === null) this.o.log.info({ workerId }, 'worker takes work again');
         else this.o.log.warn({ workerId, problem: msg.problem }, 'worker takes no work: it reports a problem');
         return;

@@ -149,6 +149,11 @@ describe('worker channel', () => {
     await v.hello({ name: 'v', protocol: 3 });
     v.send({ type: 'pull', credits: 1 });
     expect((await v.next('tasks')).tasks.map((x) => x.taskId)).toEqual([t!.taskId]);
+    // Shown unhealthy though it never said why; its own reason, once sent, replaces the note.
+    const shown = async () => ((await request(m.app.server).get('/v1/workers').set(auth())).body as { workers: Array<{ name: string; state: string; problem: string | null }> }).workers.find((x) => x.name === 'w');
+    expect(await shown()).toMatchObject({ state: 'unhealthy', problem: 'gave a task back as unhealthy' });
+    w.send({ type: 'health', problem: 'disk full' });
+    await vi.waitFor(async () => expect(await shown()).toMatchObject({ state: 'unhealthy', problem: 'disk full' }));
     // Healthy again, w gets work on the credit it kept (v has none left).
     w.send({ type: 'health', problem: null });
     await submit([{ command: ['z'] }]);

@@ -331,6 +331,9 @@ export class WorkerDaemon {
         if (m.type === 'result') this.sender.result(m);
         else this.send(m);
       }
+      // A re-sent `unhealthy` release marks this worker unhealthy again on the manager, and the
+      // failed message may have been a health one: say where it stands now, after them.
+      this.sendHealth();
     }, delay);
     this.resendTimer.unref();
   }

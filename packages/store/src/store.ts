@@ -841,6 +841,11 @@ export class TaskStore {
     this.s.setWorkerProblem.run(problem, workerId);
   }
 
+  /** Records a problem for a worker that has none recorded (a more precise one stays). */
+  noteWorkerProblem(workerId: string, problem: string): void {
+    this.s.noteWorkerProblem.run(problem, workerId);
+  }
+
   /** Sets a worker's stored state; `offline` also records since when. */
   setWorkerState(workerId: string, state: StoredWorkerState): void {
     this.s.setWorkerState.run(state, state === 'offline' ? this.clock.now() : null, workerId);
@@ -915,7 +920,7 @@ export class TaskStore {
 const TRANSACTIONAL = [
   'createJob', 'submitTasks', 'sealJob', 'cancelJob', 'retryJob', 'cancelTask', 'claimTasks', 'claimBatch', 'extendLeases',
   'completeTask', 'failTask', 'reportExecution', 'settleReports', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'resumeLeases',
-  'registerWorker', 'setWorkerState', 'setWorkerProblem', 'markAllWorkersOffline', 'extendAllLeasesForRestart',
+  'registerWorker', 'setWorkerState', 'setWorkerProblem', 'noteWorkerProblem', 'markAllWorkersOffline', 'extendAllLeasesForRestart',
 ] as const satisfies ReadonlyArray<keyof TaskStore>;
 
 function prepare(db: Database.Database) {
@@ -1035,6 +1040,7 @@ function prepare(db: Database.Database) {
         vm = @vm, version = @version, session_id = @session_id, connected_at = @now, last_heartbeat_at = @now, offline_since = NULL, problem = NULL`),
     setWorkerState: p(`UPDATE workers SET state = ?, offline_since = ? WHERE id = ?`),
     setWorkerProblem: p(`UPDATE workers SET problem = ? WHERE id = ?`),
+    noteWorkerProblem: p(`UPDATE workers SET problem = coalesce(problem, ?) WHERE id = ?`),
     touchWorker: p(`UPDATE workers SET last_heartbeat_at = ? WHERE id = ?`),
     // Rows are [worker id, successes]: one statement for every worker of a flush.
     addWorkersSucceeded: batch(2, (values) => `

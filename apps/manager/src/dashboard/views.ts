@@ -375,7 +375,7 @@ export class WorkersView implements View {
     const sorted = [...this.workers].sort((a, b) => rank(a) - rank(b) || b.usedSlots / b.slots - a.usedSlots / a.slots || a.name.localeCompare(b.name));
     const live = sorted.filter((w) => LIVE_WORKER.has(w.state));
     const used = live.reduce((n, w) => n + w.usedSlots, 0);
-    const total = live.reduce((n, w) => n + w.slots, 0);
+    const total = live.reduce((n, w) => n + (w.state === 'unhealthy' ? w.usedSlots : w.slots), 0); // as slotCounts()
     fill(this.mapHead,
       h('h2', null, 'Slot map ', h('span', { class: 'muted' }, 'one tile per worker, filled by its used slots')),
       h('div', { class: 'legend' }, `${int(live.length)} connected · ${int(used)} of ${int(total)} slots busy (${pct(used, total)})`));
