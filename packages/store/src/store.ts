@@ -811,7 +811,9 @@ export class TaskStore {
    * Why the host check: a VM image baked after the worker ran once carries its `worker-id` file,
    * so every VM made from it would claim one id. Each session replaced the last (close 4409),
    * they reconnected in turn, and each one's leases expired unextended under the other's
-   * session. A new id per host ends that; the worker keeps the id its welcome names.
+   * session. A new id per host ends that; the worker keeps the id its welcome names. A hello
+   * without VM facts (IMDS unreachable at that start) keeps the stored ones: the worker is still
+   * on that VM, and the check above keeps its VM id to compare.
    */
   registerWorker(hello: HelloMessage, sessionId: string): string {
     const now = this.clock.now();
@@ -1037,7 +1039,7 @@ function prepare(db: Database.Database) {
       INSERT INTO workers (id, name, hostname, state, slots, labels, vm, version, session_id, connected_at, last_heartbeat_at, created_at)
       VALUES (@id, @name, @hostname, 'ready', @slots, @labels, @vm, @version, @session_id, @now, @now, @now)
       ON CONFLICT (id) DO UPDATE SET name = @name, hostname = @hostname, state = 'ready', slots = @slots, labels = @labels,
-        vm = @vm, version = @version, session_id = @session_id, connected_at = @now, last_heartbeat_at = @now, offline_since = NULL, problem = NULL`),
+        vm = coalesce(@vm, vm), version = @version, session_id = @session_id, connected_at = @now, last_heartbeat_at = @now, offline_since = NULL, problem = NULL`),
     setWorkerState: p(`UPDATE workers SET state = ?, offline_since = ? WHERE id = ?`),
     setWorkerProblem: p(`UPDATE workers SET problem = ? WHERE id = ?`),
     noteWorkerProblem: p(`UPDATE workers SET problem = coalesce(problem, ?) WHERE id = ?`),

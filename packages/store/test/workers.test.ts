@@ -66,9 +66,15 @@ describe('workers', () => {
     expect(otherVm).not.toBe(id);
     expect(new Set([id, otherHost, otherVm]).size).toBe(3);
     expect(store.getWorker(id)).toMatchObject({ hostname: 'vmss000001', vm });
-    // Off Azure (no VM facts on one side), the hostname decides.
+    // A start without VM facts (IMDS unreachable) keeps the id and the stored facts, so another
+    // VM is still told apart afterwards.
     expect(store.registerWorker(hello({ workerId: id, hostname: 'vmss000001', vm: null }), 's5')).toBe(id);
-    expect(store.registerWorker(hello({ workerId: id, hostname: 'vmss000001', vm }), 's6')).toBe(id);
+    expect(store.getWorker(id)).toMatchObject({ vm });
+    expect(store.registerWorker(hello({ workerId: id, hostname: 'vmss000001', vm: { ...vm, vmId: 'vm-id-4' } }), 's6')).not.toBe(id);
+    // Off Azure (no VM facts on either side), the hostname decides.
+    const plain = store.registerWorker(hello({ hostname: 'lab-1', vm: null }), 's7');
+    expect(store.registerWorker(hello({ workerId: plain, hostname: 'lab-1', vm: null }), 's8')).toBe(plain);
+    expect(store.registerWorker(hello({ workerId: plain, hostname: 'lab-2', vm: null }), 's9')).not.toBe(plain);
   });
 
   it('lists workers in registration order', () => {
