@@ -108,7 +108,9 @@ export const Task = Type.Object({
   startedAt: NullableTime,
   finishedAt: NullableTime,
   workerId: Type.Union([Type.String(), Type.Null()]),
-  result: Type.Union([TaskResult, Type.Null()]),
+  result: Type.Union([TaskResult, Type.Null()], {
+    description: "The last reported execution's result. A task that is queued for a retry, or was cancelled after a failed attempt, keeps that attempt's (its stderr tail says why it failed); `state` and `history` tell which. Null until an execution is reported, except for a task failed as WORKER_LOST, whose result carries only that error.",
+  }),
   history: Type.Optional(Type.Array(Attempt)),
 });
 export type Task = Static<typeof Task>;
