@@ -14,12 +14,12 @@ import {
   MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
   PullmanError,
-  RELEASE_REASON_SINCE,
   WorkerMessage,
   compileChecker,
   jsonDepthProblem,
   jsonDepthWithin,
   parseTaskId,
+  tooNewFor,
   sendFrames,
   type HelloMessage,
   type AckStatus,
@@ -199,6 +199,8 @@ export class WorkerGateway {
       return this.onHello(s, msg);
     }
     const workerId = s.workerId!;
+    const tooNew = tooNewFor(msg, s.protocol);
+    if (tooNew) return this.protocolError(s, `${tooNew.what} needs protocol ${tooNew.since}; this session speaks ${s.protocol}`);
     switch (msg.type) {
       case 'hello':
         return this.protocolError(s, 'hello was already received on this session');
@@ -212,7 +214,6 @@ export class WorkerGateway {
         return;
       case 'result':
       case 'results': {
-        if (msg.type === 'results' && s.protocol < 2) return this.protocolError(s, `results needs protocol 2; this session speaks ${s.protocol}`);
         const items = msg.type === 'result' ? [msg] : msg.results;
         // An output the schema accepts (any JSON) but the store could not serialise: the whole
         // message is refused before any of it is queued, as a protocol error of this session
@@ -226,8 +227,6 @@ export class WorkerGateway {
         return;
       }
       case 'release': {
-        const since = RELEASE_REASON_SINCE[msg.reason];
-        if (since !== undefined && s.protocol < since) return this.protocolError(s, `release reason ${msg.reason} needs protocol ${since}; this session speaks ${s.protocol}`);
         // Before the release commits: the requeued task must not go straight back to this
         // worker on the credits it still has here. It did, once per credit, until it failed
         // WORKER_LOST on a worker with more slots than a task has losses.
@@ -246,7 +245,6 @@ export class WorkerGateway {
         return;
       }
       case 'health':
-        if (s.protocol < 3) return this.protocolError(s, `health needs protocol 3; this session speaks ${s.protocol}`);
         // A problem stops dispatch at once; its end only once stored, so that the session and
         // what the API shows agree if the commit fails (the worker re-sends its health then).
         if (msg.problem !== null) s.unhealthy = true;

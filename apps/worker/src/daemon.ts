@@ -20,8 +20,9 @@ import {
   PROTOCOL_VERSION,
   MAX_PROBLEM_LENGTH,
   PULLMAN_VERSION,
-  RELEASE_REASON_SINCE,
   compileChecker,
+  messageSince,
+  releaseReasonSince,
   type ExecutionReport,
   type ReleaseReason,
   type TaskAssignment,
@@ -423,8 +424,7 @@ export class WorkerDaemon {
       // (a loss, not a spent retry), and this worker takes no work until its work dir is usable.
       // Failing it instead made a worker with a full disk fail every task it was sent, fast: a
       // black hole that emptied the queue into failures.
-      const since = RELEASE_REASON_SINCE.unhealthy ?? 1;
-      this.sendRelease(task.taskId, task.leaseId, this.sender.protocol >= since ? 'unhealthy' : 'shutdown');
+      this.sendRelease(task.taskId, task.leaseId, 'unhealthy');
       this.pauseForWorkDir(exec.workDirProblem);
       this.grantCredits(slots); // withheld until then
       return;
@@ -504,7 +504,10 @@ export class WorkerDaemon {
 
   private sendRelease(taskId: string, leaseId: string, reason: ReleaseReason): void {
     if (!this.welcomed) return; // not connected: the lease simply expires and the task returns
-    const msg: WorkerMessage = { type: 'release', taskId, leaseId, reason };
+    // A reason newer than the session's version: `shutdown`, which every version knows for
+    // "given back, not run here".
+    const spoken = releaseReasonSince(reason) <= this.sender.protocol ? reason : 'shutdown';
+    const msg: WorkerMessage = { type: 'release', taskId, leaseId, reason: spoken };
     this.unacked.set(leaseKey(msg), msg);
     this.send(msg);
   }
@@ -546,7 +549,7 @@ export class WorkerDaemon {
 
   /** Tells the manager why this worker takes no work, or that it takes work again (protocol 3). */
   private sendHealth(): void {
-    if (!this.welcomed || this.sender.protocol < 3) return;
+    if (!this.welcomed || this.sender.protocol < messageSince('health')) return;
     this.send({ type: 'health', problem: this.workDirProblem?.slice(0, MAX_PROBLEM_LENGTH) ?? null });
   }
 

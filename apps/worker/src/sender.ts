@@ -12,7 +12,7 @@
  * results of tasks whose exits were seen together meet; it adds no measurable latency.
  */
 import type WebSocket from 'ws';
-import { MAX_MESSAGE_BYTES, MAX_RESULTS_PER_MESSAGE, sendFrames, type ResultItem } from '@pullman/protocol';
+import { MAX_MESSAGE_BYTES, MAX_RESULTS_PER_MESSAGE, messageSince, sendFrames, type ResultItem } from '@pullman/protocol';
 
 const HEAD = '{"type":"results","results":[';
 const TAIL = ']}';
@@ -84,7 +84,7 @@ export class ReportSender {
     this.reset();
     const ws = this.socket();
     if (!ws || ws.readyState !== ws.OPEN) return;
-    const frames = this.protocol >= 2
+    const frames = this.protocol >= messageSince('results')
       ? packResults(results)
       : results.map((r) => JSON.stringify({ type: 'result', taskId: r.taskId, leaseId: r.leaseId, report: r.report }));
     if (credits > 0) frames.push(`{"type":"pull","credits":${credits}}`);

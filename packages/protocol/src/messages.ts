@@ -105,9 +105,6 @@ export type ResultsMessage = Static<typeof ResultsMessage>;
 export const RELEASE_REASONS = ['drain', 'preempt', 'shutdown', 'cancelled', 'unhealthy'] as const;
 export type ReleaseReason = (typeof RELEASE_REASONS)[number];
 
-/** The protocol version that introduced each release reason (the rest are in version 1). */
-export const RELEASE_REASON_SINCE: Partial<Record<ReleaseReason, number>> = { unhealthy: 3 };
-
 /** Gives a task back unfinished (drain, preemption, an unhealthy worker). Requeues it without spending a retry. */
 export const ReleaseMessage = Type.Object({
   type: Type.Literal('release'),
@@ -146,6 +143,30 @@ export type ByeMessage = Static<typeof ByeMessage>;
 
 export const WorkerMessage = Type.Union([HelloMessage, PullMessage, HeartbeatMessage, ResultMessage, ResultsMessage, ReleaseMessage, DrainingMessage, HealthMessage, ByeMessage]);
 export type WorkerMessage = Static<typeof WorkerMessage>;
+
+/**
+ * The version that introduced each worker message and release reason; the rest are in version
+ * 1. A session that agreed on an older version must not send them: the one table both sides
+ * read, the manager to refuse them (tooNewFor) and the worker to fall back.
+ */
+const MESSAGE_SINCE: Partial<Record<WorkerMessage['type'], number>> = { results: 2, health: 3 };
+const RELEASE_REASON_SINCE: Partial<Record<ReleaseReason, number>> = { unhealthy: 3 };
+
+export function messageSince(type: WorkerMessage['type']): number {
+  return MESSAGE_SINCE[type] ?? 1;
+}
+
+export function releaseReasonSince(reason: ReleaseReason): number {
+  return RELEASE_REASON_SINCE[reason] ?? 1;
+}
+
+/** What in `msg` a session of `version` may not send yet (`results`, `release reason …`), and since when; else null. */
+export function tooNewFor(msg: WorkerMessage, version: number): { what: string; since: number } | null {
+  const since = messageSince(msg.type);
+  if (since > version) return { what: msg.type, since };
+  if (msg.type === 'release' && releaseReasonSince(msg.reason) > version) return { what: `release reason ${msg.reason}`, since: releaseReasonSince(msg.reason) };
+  return null;
+}
 
 // ---- manager -> worker ---------------------------------------------------------------------
 
