@@ -15,7 +15,7 @@ import type { Job, JobState, TaskState, WorkerState } from '@pullman/protocol';
 import { JOB_STATES, TASK_STATES, WORKER_STATES, parseJobId } from '@pullman/protocol';
 import type { TaskStore } from '@pullman/store';
 import type { LiveEvent, LiveSummary } from './live-events.js';
-import { slotCounts } from './metrics.js';
+import { slotCounts } from './slots.js';
 import type { Throughput } from './throughput.js';
 
 export type { LiveEvent } from './live-events.js';

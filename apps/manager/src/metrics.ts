@@ -4,8 +4,9 @@
  * bumped where things happen; docs/observability.md lists every metric and its labels.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { JOB_STATES, TASK_STATES, WORKER_STATES, type TaskState, type Worker, type WorkerMessage } from '@pullman/protocol';
+import { JOB_STATES, TASK_STATES, WORKER_STATES, type TaskState, type WorkerMessage } from '@pullman/protocol';
 import type { TaskStore } from '@pullman/store';
+import { slotCounts } from './slots.js';
 import { Throughput } from './throughput.js';
 
 /** Why a task went back to the queue. */
@@ -40,21 +41,6 @@ export interface ManagerMetrics {
 const WORKER_MESSAGE_TYPES = Object.keys({
   hello: 1, pull: 1, heartbeat: 1, result: 1, results: 1, release: 1, draining: 1, health: 1, bye: 1,
 } satisfies Record<WorkerMessage['type'], 1>) as Array<WorkerMessage['type']>;
-
-/**
- * Slots of connected workers: used, and free. An unhealthy worker's unused slots are not free:
- * it takes no work until its problem is fixed. Shared by the metrics and the live feed.
- */
-export function slotCounts(workers: Iterable<Worker>): { used: number; free: number } {
-  let used = 0;
-  let free = 0;
-  for (const w of workers) {
-    if (w.state === 'offline' || w.state === 'gone') continue;
-    used += w.usedSlots;
-    if (w.state !== 'unhealthy') free += Math.max(0, w.slots - w.usedSlots);
-  }
-  return { used, free };
-}
 
 export function createMetrics(store: TaskStore): ManagerMetrics {
   const registry = new Registry();

@@ -4,6 +4,7 @@
  */
 import type { Job, Task, TaskState, Worker } from '@pullman/protocol';
 import type { LiveEvent } from '../live-events.js';
+import { freeSlots, isConnected, slotCounts } from '../slots.js';
 import { get } from './api.js';
 import { ThroughputSeries, drawChart } from './chart.js';
 import { age, between, duration, fill, h, int, pct, pill, when } from './dom.js';
@@ -328,8 +329,6 @@ export class TaskView implements View {
 
 // ---- workers ---------------------------------------------------------------------------------
 
-/** Connected workers (an unhealthy one is connected, but takes no work). */
-const LIVE_WORKER = new Set(['ready', 'busy', 'unhealthy', 'draining']);
 
 export class WorkersView implements View {
   readonly el = h('section', { class: 'view view-workers' });
@@ -371,17 +370,17 @@ export class WorkersView implements View {
   private render(): void {
     const now = Date.now();
     // Connected workers first (busiest first), then offline, then gone.
-    const rank = (w: Worker) => (LIVE_WORKER.has(w.state) ? 0 : w.state === 'offline' ? 1 : 2);
+    const rank = (w: Worker) => (isConnected(w) ? 0 : w.state === 'offline' ? 1 : 2);
     const sorted = [...this.workers].sort((a, b) => rank(a) - rank(b) || b.usedSlots / b.slots - a.usedSlots / a.slots || a.name.localeCompare(b.name));
-    const live = sorted.filter((w) => LIVE_WORKER.has(w.state));
-    const used = live.reduce((n, w) => n + w.usedSlots, 0);
-    const total = live.reduce((n, w) => n + (w.state === 'unhealthy' ? w.usedSlots : w.slots), 0); // as slotCounts()
+    const live = sorted.filter(isConnected);
+    const { used, free } = slotCounts(live);
+    const total = used + free;
     fill(this.mapHead,
       h('h2', null, 'Slot map ', h('span', { class: 'muted' }, 'one tile per worker, filled by its used slots')),
       h('div', { class: 'legend' }, `${int(live.length)} connected · ${int(used)} of ${int(total)} slots busy (${pct(used, total)})`));
     fill(this.map, sorted.filter((w) => w.state !== 'gone').map((w) => {
       const tile = h('div', { class: `tile t-${w.state}`, title: `${w.name}: ${w.usedSlots}/${w.slots} slots, ${w.state}${w.problem ? ` (${w.problem})` : ''}` }, h('span', { class: 'tile-fill' }));
-      (tile.firstChild as HTMLElement).style.height = `${LIVE_WORKER.has(w.state) ? (100 * w.usedSlots) / Math.max(1, w.slots) : 0}%`;
+      (tile.firstChild as HTMLElement).style.height = `${isConnected(w) ? (100 * w.usedSlots) / Math.max(1, w.slots) : 0}%`;
       return tile;
     }));
     fill(this.tbody, sorted.length ? sorted.map((w) => this.row(w, now)) : h('tr', { class: 'empty' }, h('td', { colspan: 10 }, 'No worker has connected yet.')));
@@ -389,7 +388,7 @@ export class WorkersView implements View {
 
   private row(w: Worker, now: number): HTMLTableRowElement {
     const vm = w.vm;
-    const free = LIVE_WORKER.has(w.state) && w.state !== 'unhealthy' ? Math.max(0, w.slots - w.usedSlots) : 0;
+    const free = freeSlots(w);
     const slotBar = h('div', { class: 'bar bar-sm' }, h('span', { class: 'seg s-running' }));
     (slotBar.firstChild as HTMLElement).style.width = `${(100 * w.usedSlots) / Math.max(1, w.slots)}%`;
     const beat = w.lastHeartbeatAt ? now - Date.parse(w.lastHeartbeatAt) : null;
@@ -401,7 +400,7 @@ export class WorkersView implements View {
       h('td', null, vm ? `${vm.location}${vm.zone ? `-${vm.zone}` : ''}` : '—'),
       h('td', null, vm?.provisioningState ? h('span', { class: `prov p-${vm.provisioningState.toLowerCase()}` }, vm.provisioningState) : '—'),
       h('td', { class: 'w-slots' }, slotBar, h('div', { class: 'sub slots-text' }, `${w.usedSlots} used · ${free} free`)),
-      h('td', { class: beat !== null && beat > 15_000 && LIVE_WORKER.has(w.state) ? 't-failed' : '' }, age(w.lastHeartbeatAt, now)),
+      h('td', { class: beat !== null && beat > 15_000 && isConnected(w) ? 't-failed' : '' }, age(w.lastHeartbeatAt, now)),
       h('td', { class: 'num' }, int(w.tasksSucceeded)),
       h('td', { class: `num${w.tasksFailed ? ' t-failed' : ''}` }, int(w.tasksFailed)));
   }
