@@ -55,19 +55,16 @@ function main() {
   }
 
   function sqliteQueue(path) {
-    const { db, claim, complete } = openFloor(path, total);
-    let lease = 0;
-    const turn = db.transaction((work) => {
-      const t = Date.now();
-      for (const w of work) for (const r of w.results) complete(t, r.result, Number(r.taskId.slice('task-'.length)), r.leaseId);
-      for (const w of work) {
-        if (w.credits < 1) continue;
-        const l = String(++lease).padStart(32, '0');
-        w.claimed = claim(l, w.id, t, w.credits).map((row) => ({ id: row.id, lease: l, spec: row.spec }));
-        w.credits -= w.claimed.length;
-      }
-    });
-    return { turn };
+    const turn = floorTurn(path, total);
+    return {
+      turn(work) {
+        const claimed = turn({ results: work.map((w) => w.results), credits: work.map((w) => w.credits), ids: work.map((w) => w.id) });
+        work.forEach((w, i) => {
+          w.claimed = claimed[i];
+          w.credits -= w.claimed.length;
+        });
+      },
+    };
   }
 
   /**
@@ -88,10 +85,10 @@ function main() {
       busy = false;
       inFlight.forEach((s, i) => {
         const claimed = m.claimed[i];
-        s.credits += m.offered[i] - claimed.length;
-        s.starved = m.offered[i] > 0 && claimed.length === 0; // the queue has nothing left for it
+        s.credits += s.offered - claimed.length;
+        s.starved = s.offered > 0 && claimed.length === 0; // the queue has nothing left for it
         s.claimed = claimed;
-        send(s, m.acked[i]);
+        send(s, s.acking);
       });
       schedule();
     });
@@ -106,17 +103,12 @@ function main() {
       turn(work) {
         busy = true;
         inFlight = work;
-        const results = work.map((s) => {
-          const r = s.results;
-          s.results = [];
-          return r;
-        });
-        const credits = work.map((s) => {
-          const c = s.credits;
-          s.credits = 0;
-          return c;
-        });
-        thread.postMessage({ results, credits, ids: work.map((s) => s.id) });
+        // Taken into the turn: its results (acked when it answers) and its credits.
+        for (const s of work) {
+          [s.acking, s.results] = [s.results, []];
+          [s.offered, s.credits] = [s.credits, 0];
+        }
+        thread.postMessage({ results: work.map((s) => s.acking), credits: work.map((s) => s.offered), ids: work.map((s) => s.id) });
       },
     };
   }
@@ -162,7 +154,7 @@ function main() {
 
   let workers = 0;
   wss.on('connection', (ws) => {
-    const s = { ws, id: `w-${++workers}`, credits: 0, starved: false, results: [], claimed: [] };
+    const s = { ws, id: `w-${++workers}`, credits: 0, offered: 0, starved: false, results: [], acking: [], claimed: [] };
     sessions.add(s);
     ws.on('message', (data) => {
       const m = JSON.parse(data.toString());
@@ -191,11 +183,16 @@ function main() {
   process.on('SIGTERM', () => process.exit(0));
 }
 
-/** The worker thread of `thread` mode: the SQLite floor's turn, as sqliteQueue runs it. */
-function sqliteThread() {
-  const { db, claim, complete } = openFloor(workerData.path, workerData.total);
+/**
+ * Opens the floor's database and returns its turn, one transaction: completes every session's
+ * results, then claims up to each session's credits. Arrays are per session (results, credits,
+ * ids); returns the tasks claimed for each. sqliteQueue runs it on the event loop, the thread of
+ * `thread` mode on its own.
+ */
+function floorTurn(path, total) {
+  const { db, claim, complete } = openFloor(path, total);
   let lease = 0;
-  const turn = db.transaction(({ results, credits, ids }) => {
+  return db.transaction(({ results, credits, ids }) => {
     const t = Date.now();
     for (const rs of results) for (const r of rs) complete(t, r.result, Number(r.taskId.slice('task-'.length)), r.leaseId);
     return credits.map((c, i) => {
@@ -204,9 +201,11 @@ function sqliteThread() {
       return claim(l, ids[i], t, c).map((row) => ({ id: row.id, lease: l, spec: row.spec }));
     });
   });
-  parentPort.on('message', (m) => {
-    const claimed = turn(m);
-    parentPort.postMessage({ claimed, acked: m.results, offered: m.credits });
-  });
+}
+
+/** The worker thread of `thread` mode. */
+function sqliteThread() {
+  const turn = floorTurn(workerData.path, workerData.total);
+  parentPort.on('message', (m) => parentPort.postMessage({ claimed: turn(m) }));
   parentPort.postMessage({ type: 'ready' });
 }
