@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import request from 'supertest';
-import { MAX_JSON_DEPTH, PROTOCOL_VERSION, parseTaskId } from '@pullman/protocol';
+import { MAX_JSON_DEPTH, PROTOCOL_VERSION, parseTaskId, type HelloMessage } from '@pullman/protocol';
 import { ADMIN, WORKER, auth, startManager, type TestManager } from './helpers.js';
 import { TestWorker, okReport } from './ws-client.js';
 
@@ -20,6 +20,14 @@ async function connect(token = WORKER): Promise<TestWorker> {
   const w = await TestWorker.connect(m.url, token);
   workers.push(w);
   return w;
+}
+
+/** A welcomed worker that pulled `credits` and received its first tasks. */
+async function pulling(hello: Partial<HelloMessage>, credits = 1) {
+  const w = await connect();
+  await w.hello(hello);
+  w.send({ type: 'pull', credits });
+  return { w, tasks: (await w.next('tasks')).tasks };
 }
 
 async function submit(tasks: unknown[]): Promise<string> {
@@ -88,14 +96,8 @@ describe('worker channel', () => {
 
   it('refuses a result whose output nests deeper than MAX_JSON_DEPTH as a protocol error of that session alone', async () => {
     await submit([{ command: ['a'] }, { command: ['b'] }]);
-    const bad = await connect();
-    await bad.hello({ name: 'bad', slots: 1 });
-    bad.send({ type: 'pull', credits: 1 });
-    const [t] = (await bad.next('tasks')).tasks;
-    const good = await connect();
-    await good.hello({ name: 'good', slots: 1 });
-    good.send({ type: 'pull', credits: 1 });
-    const [u] = (await good.next('tasks')).tasks;
+    const { w: bad, tasks: [t] } = await pulling({ name: 'bad', slots: 1 });
+    const { w: good, tasks: [u] } = await pulling({ name: 'good', slots: 1 });
     // Sent raw: the test client's own JSON.stringify could not serialise this either.
     const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
     const report = JSON.stringify(okReport).replace('"output":null', `"output":${deep}`);
@@ -116,19 +118,13 @@ describe('worker channel', () => {
 
   it('takes the release reason unhealthy from protocol 3 on, and refuses it on older sessions', async () => {
     await submit([{ command: ['x'] }, { command: ['y'] }]);
-    const old = await connect();
-    await old.hello({ name: 'old', protocol: 2 });
-    old.send({ type: 'pull', credits: 1 });
-    const [t] = (await old.next('tasks')).tasks;
+    const { w: old, tasks: [t] } = await pulling({ name: 'old', protocol: 2 });
     old.send({ type: 'release', taskId: t!.taskId, leaseId: t!.leaseId, reason: 'unhealthy' });
     expect(await old.next('error')).toMatchObject({ code: 'PROTOCOL_ERROR', fatal: true, message: 'release reason unhealthy needs protocol 3; this session speaks 2' });
     expect((await old.closed).code).toBe(4400);
     expect(m.store.getTask(parseTaskId(t!.taskId)!)!.state).toBe('running'); // not released
 
-    const w = await connect();
-    await w.hello({ name: 'new', protocol: 3 });
-    w.send({ type: 'pull', credits: 1 });
-    const [u] = (await w.next('tasks')).tasks;
+    const { w, tasks: [u] } = await pulling({ name: 'new', protocol: 3 });
     w.send({ type: 'release', taskId: u!.taskId, leaseId: u!.leaseId, reason: 'unhealthy' });
     expect((await w.next('ack')).status).toBe('recorded');
     const task = m.store.getTask(parseTaskId(u!.taskId)!)!;
@@ -138,17 +134,12 @@ describe('worker channel', () => {
 
   it('sends no work to a worker that gave a task back as unhealthy, until it reports health null; its credits stay', async () => {
     await submit([{ command: ['y'] }]);
-    const w = await connect();
-    await w.hello({ name: 'w', protocol: 3 });
-    w.send({ type: 'pull', credits: 2 });
-    const [t] = (await w.next('tasks')).tasks;
+    const { w, tasks: [t] } = await pulling({ name: 'w', protocol: 3 }, 2);
     w.send({ type: 'release', taskId: t!.taskId, leaseId: t!.leaseId, reason: 'unhealthy' });
     expect((await w.next('ack')).status).toBe('recorded');
     // Not back to w on its remaining credit: another worker gets it.
-    const v = await connect();
-    await v.hello({ name: 'v', protocol: 3 });
-    v.send({ type: 'pull', credits: 1 });
-    expect((await v.next('tasks')).tasks.map((x) => x.taskId)).toEqual([t!.taskId]);
+    const { tasks: toV } = await pulling({ name: 'v', protocol: 3 });
+    expect(toV.map((x) => x.taskId)).toEqual([t!.taskId]);
     // Shown unhealthy though it never said why; its own reason, once sent, replaces the note.
     const shown = async () => ((await request(m.app.server).get('/v1/workers').set(auth())).body as { workers: Array<{ name: string; state: string; problem: string | null }> }).workers.find((x) => x.name === 'w');
     expect(await shown()).toMatchObject({ state: 'unhealthy', problem: 'gave a task back as unhealthy' });
