@@ -211,6 +211,48 @@ describe('worker channel', () => {
     expect(job.body).toMatchObject({ state: 'succeeded', counts: { succeeded: 1, total: 1 } });
   });
 
+  describe('a submission hands its tasks to a waiting worker', () => {
+    /** Every state a task row enters, in order, from temporary triggers on the manager's own connection. */
+    function recordTransitions(): (taskId: string) => string[] {
+      m.store.db.exec(`
+        CREATE TEMP TABLE IF NOT EXISTS transitions (seq INTEGER PRIMARY KEY, task_id INTEGER, state TEXT);
+        CREATE TEMP TRIGGER IF NOT EXISTS t_insert AFTER INSERT ON main.tasks BEGIN INSERT INTO transitions (task_id, state) VALUES (new.id, new.state); END;
+        CREATE TEMP TRIGGER IF NOT EXISTS t_update AFTER UPDATE OF state ON main.tasks WHEN new.state <> old.state
+        BEGIN INSERT INTO transitions (task_id, state) VALUES (new.id, new.state); END;`);
+      return (taskId) => (m.store.db.prepare('SELECT state FROM transitions WHERE task_id = ? ORDER BY seq').all(parseTaskId(taskId)) as Array<{ state: string }>).map((r) => r.state);
+    }
+
+    /** Pulls, then waits for an answer that the manager sends after it handled the pull. */
+    async function waitWith(w: TestWorker, credits: number): Promise<void> {
+      w.send({ type: 'pull', credits });
+      expect((await w.result('task-999999', 'no-such-lease')).status).toBe('stale');
+    }
+
+    it('inserts it already leased to the worker: it never waits in the queue', async () => {
+      const states = recordTransitions();
+      const w = await connect();
+      await w.hello();
+      await waitWith(w, 1);
+      const jobId = await submit([{ command: ['true'], key: 'now' }]);
+      const [task] = (await w.next('tasks')).tasks;
+      expect(task).toMatchObject({ jobId, key: 'now', attempt: 1 });
+      expect((await w.result(task!.taskId, task!.leaseId)).status).toBe('recorded');
+      expect(states(task!.taskId)).toEqual(['running', 'succeeded']);
+    });
+
+    it('a worker dealt only a duplicate key still gets the rest of the submission, from the queue', async () => {
+      const res = await request(m.app.server).post('/v1/jobs').set(auth()).send({ open: true, tasks: [{ key: 'a', command: ['true'] }] });
+      const jobId = res.body.id as string;
+      const { w, tasks: [a] } = await pulling({});
+      expect((await w.result(a!.taskId, a!.leaseId)).status).toBe('recorded');
+      await waitWith(w, 1);
+      // 'a' comes first in queue order, so the worker is dealt it, and it is a duplicate.
+      const added = await request(m.app.server).post(`/v1/jobs/${jobId}/tasks`).set(auth()).send({ tasks: [{ key: 'a', command: ['true'] }, { key: 'b', command: ['true'] }] });
+      expect(added.body).toEqual({ accepted: 1, duplicates: 1 });
+      expect((await w.next('tasks')).tasks.map((t) => t.key)).toEqual(['b']);
+    });
+  });
+
   it('never sends more slots than the credits granted', async () => {
     await submit([{ command: ['a'], slots: 2 }, { command: ['b'], slots: 2 }, { command: ['c'], slots: 1 }]);
     const w = await connect();

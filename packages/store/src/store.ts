@@ -96,6 +96,17 @@ export interface ClaimedTask {
   queuedAt: number;
 }
 
+/**
+ * What a submission did: how many tasks it stored, and, per handoff request (in the order
+ * given), the tasks it handed straight to that worker, or null when a queued task fits the
+ * worker, which then claims as usual (TaskStore.submitTasks).
+ */
+export interface SubmitOutcome {
+  accepted: number;
+  duplicates: number;
+  handed: Array<ClaimedTask[] | null>;
+}
+
 export interface LeaseRef {
   taskSeq: number;
   leaseId: string;
@@ -296,11 +307,14 @@ export class TaskStore {
    * Creates a job, optionally with its first tasks (already resolved against `defaults`).
    * Sealed unless `open`. Returns the job and the submit counts.
    */
-  createJob(input: { name?: string | undefined; defaults?: TaskDefaults | undefined; open?: boolean | undefined; tasks?: TaskSpec[] | undefined }): { job: Job; accepted: number; duplicates: number } {
+  createJob(
+    input: { name?: string | undefined; defaults?: TaskDefaults | undefined; open?: boolean | undefined; tasks?: TaskSpec[] | undefined },
+    handoff: readonly ClaimRequest[] = [],
+  ): SubmitOutcome & { job: Job } {
     const now = this.clock.now();
     const { lastInsertRowid } = this.s.insertJob.run(input.name ?? null, input.defaults ? JSON.stringify(input.defaults) : null, now);
     const jobSeq = Number(lastInsertRowid);
-    const counts = input.tasks?.length ? this.insertTasks(jobSeq, input.tasks, now) : { accepted: 0, duplicates: 0 };
+    const counts = this.insertTasks(jobSeq, input.tasks ?? [], now, handoff);
     if (!input.open) this.s.sealJob.run(jobSeq);
     this.finishJobIfDone(jobSeq, now);
     return { job: this.mustGetJob(jobSeq), ...counts };
@@ -311,13 +325,25 @@ export class TaskStore {
    * resolved already, or a function that resolves them from the job's stored defaults, read by
    * the same lookup that checks the job (one read less on the idle-latency path than calling
    * submissionDefaults first).
-   * Returns accepted and duplicate counts. Throws JOB_NOT_FOUND, JOB_SEALED, or what `specs`
+   *
+   * `handoff` are the workers waiting for work. A task that one of them can take is inserted
+   * already leased to it, when no queued task fits that worker: the claim that would otherwise
+   * follow in the same commit could only find this submission's tasks for it, so skipping it
+   * overtakes nothing in the queue and saves the claim's statements on the idle-latency path
+   * (docs/benchmarks.md). The submission's tasks are dealt in queue order (priority, then
+   * submission order), round-robin across the workers, as a claim deals them.
+   *
+   * Returns the counts and the handed tasks. Throws JOB_NOT_FOUND, JOB_SEALED, or what `specs`
    * throws, and all of them before it writes anything (the manager runs it without a
    * savepoint: committer.ts, HOT).
    */
-  submitTasks(jobSeq: number, specs: readonly TaskSpec[] | ((defaults: TaskDefaults | undefined) => readonly TaskSpec[])): { accepted: number; duplicates: number } {
+  submitTasks(
+    jobSeq: number,
+    specs: readonly TaskSpec[] | ((defaults: TaskDefaults | undefined) => readonly TaskSpec[]),
+    handoff: readonly ClaimRequest[] = [],
+  ): SubmitOutcome {
     const defaults = this.submissionDefaults(jobSeq); // the same checks, the same one read
-    return this.insertTasks(jobSeq, typeof specs === 'function' ? specs(defaults) : specs, this.clock.now());
+    return this.insertTasks(jobSeq, typeof specs === 'function' ? specs(defaults) : specs, this.clock.now(), handoff);
   }
 
   /**
@@ -332,19 +358,59 @@ export class TaskStore {
     return parseJson<TaskDefaults>(job.defaults) ?? undefined;
   }
 
-  private insertTasks(jobSeq: number, specs: readonly TaskSpec[], now: number): { accepted: number; duplicates: number } {
-    let accepted = 0;
-    for (const spec of specs) {
+  private insertTasks(jobSeq: number, specs: readonly TaskSpec[], now: number, handoff: readonly ClaimRequest[]): SubmitOutcome {
+    if (specs.length === 0) return { accepted: 0, duplicates: 0, handed: handoff.map(() => null) };
+    const takers = this.handoffTakers(handoff);
+    const dealt = takers.some((t) => t !== null) ? dealSubmission(specs, takers) : null;
+    const handed = takers.map((t) => (t === null ? null : ([] as Array<{ rank: number; task: ClaimedTask }>)));
+    let queued = 0;
+    let running = 0;
+    specs.forEach((spec, i) => {
       const requires = spec.requires?.length ? JSON.stringify([...new Set(spec.requires)]) : null;
       const slots = spec.slots ?? 1;
-      const info = this.s.insertTask.run(jobSeq, spec.key ?? null, spec.priority ?? 0, slots, requires, JSON.stringify(spec), spec.retries ?? 0, now);
-      accepted += info.changes;
-      this.noteQueued(requires, slots);
-    }
+      const specJson = JSON.stringify(spec);
+      const to = dealt?.[i];
+      if (to === undefined) {
+        queued += this.s.insertTask.run(jobSeq, spec.key ?? null, spec.priority ?? 0, slots, requires, specJson, spec.retries ?? 0, now).changes;
+        this.noteQueued(requires, slots);
+        return;
+      }
+      const { session } = handoff[to.request]!;
+      const row = this.s.insertLeasedTask.get(
+        jobSeq, spec.key ?? null, spec.priority ?? 0, slots, requires, specJson, spec.retries ?? 0, now,
+        now + this.leaseTtlMs, session.workerId, session.sessionId, now,
+      ) as [id: number, leaseId: string] | undefined;
+      if (!row) return; // a duplicate key: its share of the worker's slots stays free
+      running++;
+      handed[to.request]!.push({
+        rank: to.rank,
+        task: { taskId: formatTaskId(row[0]), jobId: formatJobId(jobSeq), key: spec.key ?? null, attempt: 1, leaseId: row[1], slots, specJson, queuedAt: now },
+      });
+    });
     // A finished job that receives tasks (only possible while open) becomes active again: one
-    // statement for the counter and the state, as this is on the idle-latency path.
-    if (accepted > 0) this.s.addQueued.run(accepted, jobSeq);
-    return { accepted, duplicates: specs.length - accepted };
+    // statement for the counters and the state, as this is on the idle-latency path.
+    if (queued + running > 0) this.s.addSubmitted.run(queued, running, jobSeq);
+    return {
+      accepted: queued + running,
+      duplicates: specs.length - queued - running,
+      // Each worker's share in queue order, as a claim returns it.
+      handed: handed.map((h) => h && h.sort((a, b) => a.rank - b.rank).map((x) => x.task)),
+    };
+  }
+
+  /**
+   * The handoff requests that may be handed tasks (their labels as a set, their room), or null
+   * for each one that some queued task fits: that worker claims from the queue instead. A class
+   * in the set may have emptied since it was noted, which only sends a worker to claim.
+   */
+  private handoffTakers(handoff: readonly ClaimRequest[]): Array<Taker | null> {
+    if (handoff.length === 0) return [];
+    const classes = (this.queueClasses ??= this.readQueueClasses());
+    return handoff.map((r) => {
+      const labels = new Set(r.labels);
+      if (r.freeSlots < 1 || classes.takeable(labels, r.freeSlots).length > 0) return null;
+      return { labels, free: r.freeSlots, room: r.maxTasks ?? 256 };
+    });
   }
 
   /** Seals a job so no more tasks can be added; finishes it if every task is terminal. */
@@ -919,6 +985,64 @@ export class TaskStore {
 }
 
 /** Methods that run in a transaction of their own (a savepoint when nested). */
+/** A waiting worker a submission may hand tasks to (TaskStore.submitTasks). */
+interface Taker {
+  labels: ReadonlySet<string>;
+  free: number;
+  room: number;
+}
+
+/**
+ * Deals a submission's tasks to the takers (null: not taking) in queue order, priority first,
+ * then submission order: each task to the next taker, round-robin, of the first label set that
+ * has the labels it requires and a taker with the slots for it, as claimBatch deals the queue.
+ * Returns, per spec, the taker and the task's place in the dealing order, or undefined.
+ * Takers are grouped by label set so that a task costs a check per label set, not per taker,
+ * however many workers wait that cannot take it.
+ */
+function dealSubmission(specs: readonly TaskSpec[], takers: ReadonlyArray<Taker | null>): Array<{ request: number; rank: number } | undefined> {
+  const out = new Array<{ request: number; rank: number } | undefined>(specs.length);
+  const groups = new Map<string, { labels: ReadonlySet<string>; members: number[]; next: number; open: number }>();
+  takers.forEach((t, k) => {
+    if (t === null || t.room < 1) return;
+    const key = JSON.stringify([...t.labels].sort());
+    const group = groups.get(key) ?? { labels: t.labels, members: [], next: 0, open: 0 };
+    groups.set(key, group);
+    group.members.push(k);
+    group.open++;
+  });
+  const free = takers.map((t) => t?.free ?? 0);
+  const room = takers.map((t) => t?.room ?? 0);
+  let open = [...groups.values()].reduce((n, g) => n + g.open, 0);
+  const order = specs.map((_, i) => i).sort((a, b) => (specs[b]!.priority ?? 0) - (specs[a]!.priority ?? 0) || a - b);
+  let rank = 0;
+  for (const i of order) {
+    if (open === 0) break; // every taker is full
+    const slots = specs[i]!.slots ?? 1;
+    const requires = specs[i]!.requires ?? [];
+    for (const g of groups.values()) {
+      if (g.open === 0 || !requires.every((l) => g.labels.has(l))) continue;
+      const n = g.members.length;
+      let step = 0;
+      while (step < n && free[g.members[(g.next + step) % n]!]! < slots) step++;
+      if (step === n) continue;
+      const pos = (g.next + step) % n;
+      const k = g.members[pos]!;
+      free[k]! -= slots;
+      room[k]! -= 1;
+      if (free[k] === 0 || room[k] === 0) {
+        free[k] = 0; // full: skipped by every later task
+        g.open--;
+        open--;
+      }
+      g.next = (pos + 1) % n;
+      out[i] = { request: k, rank: rank++ };
+      break;
+    }
+  }
+  return out;
+}
+
 const TRANSACTIONAL = [
   'createJob', 'submitTasks', 'sealJob', 'cancelJob', 'retryJob', 'cancelTask', 'claimTasks', 'claimBatch', 'extendLeases',
   'completeTask', 'failTask', 'reportExecution', 'settleReports', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'resumeLeases',
@@ -937,7 +1061,7 @@ function prepare(db: Database.Database) {
     sealJob: p(`UPDATE jobs SET sealed = 1 WHERE id = ?`),
     setJobState: p(`UPDATE jobs SET state = ?, finished_at = ? WHERE id = ?`),
     reactivateJob: p(`UPDATE jobs SET state = 'active', finished_at = NULL WHERE id = ? AND state <> 'active'`),
-    addQueued: p(`UPDATE jobs SET n_queued = n_queued + ?, state = 'active', finished_at = NULL WHERE id = ?`),
+    addSubmitted: p(`UPDATE jobs SET n_queued = n_queued + ?, n_running = n_running + ?, state = 'active', finished_at = NULL WHERE id = ?`),
     finishJob: p(`
       UPDATE jobs SET state = CASE WHEN n_failed + n_cancelled = 0 THEN 'succeeded' ELSE 'failed' END, finished_at = ?
       WHERE id = ? AND state = 'active' AND sealed = 1 AND n_queued = 0 AND n_running = 0`),
@@ -955,6 +1079,13 @@ function prepare(db: Database.Database) {
       INSERT INTO tasks (job_id, key, state, priority, slots, requires, spec, retries, created_at)
       VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)
       ON CONFLICT (job_id, key) WHERE key IS NOT NULL DO NOTHING`),
+    // A submitted task handed straight to a waiting worker: inserted as leaseTasks leaves it.
+    insertLeasedTask: raw(`
+      INSERT INTO tasks (job_id, key, state, priority, slots, requires, spec, retries, created_at,
+                         lease_id, lease_expires_at, worker_id, session_id, attempts, started_at)
+      VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, lower(hex(randomblob(16))), ?, ?, ?, 1, ?)
+      ON CONFLICT (job_id, key) WHERE key IS NOT NULL DO NOTHING
+      RETURNING id, lease_id`),
     getTask: p(`SELECT * FROM tasks WHERE id = ?`),
     listTasks: p(`SELECT * FROM tasks WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?`),
     listTasksByState: p(`SELECT * FROM tasks WHERE job_id = ? AND state = ? AND id > ? ORDER BY id LIMIT ?`),

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { TaskSpec } from '@pullman/protocol';
+import type { ClaimRequest, ClaimedTask } from '../src/store.js';
 import { QueueClasses } from '../src/queue-classes.js';
-import { failed, jobSeq, lease, openStore, reopen, session, T0, taskStates, TTL } from './helpers.js';
+import { failed, jobSeq, lease, openStore, reopen, report, session, T0, taskStates, TTL } from './helpers.js';
 
 const sh = (key: string, over: Partial<TaskSpec> = {}): TaskSpec => ({ key, shell: `echo ${key}`, ...over });
 
@@ -349,5 +350,92 @@ describe('QueueClasses filing', () => {
     classes.delete(c7.requires, c7.slots);
     expect(filed(['linux', 'host=7'])).toEqual([]);
     expect(classes.size).toBe(49);
+  });
+});
+
+describe('a submission hands its tasks to waiting workers (handoff)', () => {
+  const waiting = (workerId: string, over: Partial<ClaimRequest> = {}): ClaimRequest => ({ session: session(workerId, `s-${workerId}`), labels: [], freeSlots: 1, ...over });
+  const keys = (tasks: readonly ClaimedTask[] | null | undefined) => tasks?.map((t) => t.key) ?? null;
+
+  it('inserts a task a waiting worker can take already leased to it, as a claim would have', () => {
+    const { store, clock } = openStore();
+    const { job } = store.createJob({ open: true });
+    clock.advance(250);
+    const out = store.submitTasks(jobSeq(job.id), [sh('a', { env: { X: '1' } })], [waiting('w-1')]);
+    expect(out.accepted).toBe(1);
+    expect(out.duplicates).toBe(0);
+    const [a] = out.handed[0]!;
+    expect(a).toMatchObject({ taskId: 'task-1', jobId: job.id, key: 'a', attempt: 1, slots: 1, queuedAt: T0 + 250 });
+    expect(a!.leaseId).toMatch(/^[0-9a-f]{32}$/);
+    expect(JSON.parse(a!.specJson)).toEqual({ key: 'a', shell: 'echo a', env: { X: '1' } });
+    expect(store.getTask(1)).toMatchObject({ state: 'running', workerId: 'w-1', attempts: 1, startedAt: new Date(T0 + 250).toISOString() });
+    expect(store.db.prepare('SELECT session_id, lease_id, lease_expires_at FROM tasks WHERE id = 1').get()).toEqual({ session_id: 's-w-1', lease_id: a!.leaseId, lease_expires_at: T0 + 250 + TTL });
+    expect(store.getJob(jobSeq(job.id))!.counts).toMatchObject({ total: 1, queued: 0, running: 1 });
+    // The lease is a lease like any other: the worker's result settles it.
+    expect(store.settleReports([{ workerId: 'w-1', lease: { taskSeq: 1, leaseId: a!.leaseId }, report: report() }])[0]!.status).toBe('recorded');
+    expect(store.getJob(jobSeq(job.id))!.counts).toMatchObject({ running: 0, succeeded: 1 });
+    expect(store.hasQueued()).toBe(false);
+  });
+
+  it('deals as a claim does: queue order, each label set in turn, within slots and maxTasks; the rest is queued', () => {
+    const { store } = openStore();
+    const { job } = store.createJob({ open: true });
+    const out = store.submitTasks(jobSeq(job.id), [
+      sh('low', { priority: -1 }), sh('a'), sh('gpu', { requires: ['gpu'] }), sh('wide', { slots: 2 }), sh('urgent', { priority: 9 }), sh('b'), sh('c'),
+    ], [waiting('w-1', { freeSlots: 2 }), waiting('w-2', { labels: ['gpu'], freeSlots: 4, maxTasks: 2 })]);
+    expect(out.accepted).toBe(7);
+    expect(keys(out.handed[0])).toEqual(['urgent', 'a']);
+    expect(keys(out.handed[1])).toEqual(['gpu', 'wide']); // 3 of its 4 slots, its 2 tasks
+    expect(taskStates(store, jobSeq(job.id))).toEqual({ low: 'queued', a: 'running', gpu: 'running', wide: 'running', urgent: 'running', b: 'queued', c: 'queued' });
+    expect(store.getJob(jobSeq(job.id))!.counts).toMatchObject({ queued: 3, running: 4 });
+    // Ids follow the submission, whoever got the tasks; the queue keeps its order.
+    expect(store.claimTasks(session('w-3', 's-3'), [], 10).map((t) => t.key)).toEqual(['b', 'c', 'low']);
+  });
+
+  it('hands nothing to a worker that a queued task fits: it claims that one first', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('old')] });
+    const { job } = store.createJob({ open: true });
+    const out = store.submitTasks(jobSeq(job.id), [sh('new', { priority: 5 })], [waiting('w-1')]);
+    expect(out.handed).toEqual([null]);
+    expect(taskStates(store, jobSeq(job.id))).toEqual({ new: 'queued' });
+  });
+
+  it('hands new work past a queue that holds only tasks the worker cannot take', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('gpu-1', { requires: ['gpu'] }), sh('wide', { slots: 8 })] });
+    const { job } = store.createJob({ open: true });
+    const out = store.submitTasks(jobSeq(job.id), [sh('cpu')], [waiting('w-1', { freeSlots: 4 })]);
+    expect(keys(out.handed[0])).toEqual(['cpu']);
+  });
+
+  it('hands nothing for a duplicate key, and nothing to workers without free slots', () => {
+    const { store } = openStore();
+    const { job } = store.createJob({ open: true, tasks: [sh('a')] });
+    store.claimTasks(session('w-0', 's-0'), [], 1); // 'a' is running: the queue is empty
+    expect(store.claimTasks(session('w-0', 's-0'), [], 1)).toEqual([]); // and a claim has seen it empty
+    const out = store.submitTasks(jobSeq(job.id), [sh('a'), sh('b')], [waiting('w-1'), waiting('w-2', { freeSlots: 0 })]);
+    expect(out).toMatchObject({ accepted: 1, duplicates: 1 });
+    // 'a' was dealt to w-1 and turned out a duplicate; 'b' went to the queue, for a claim.
+    expect(out.handed).toEqual([[], null]);
+    expect(taskStates(store, jobSeq(job.id))).toEqual({ a: 'running', b: 'queued' });
+    expect(store.getTask(1)!.workerId).toBe('w-0');
+  });
+
+  it('deals round-robin across the workers of one label set', () => {
+    const { store } = openStore();
+    const { job } = store.createJob({ open: true });
+    const out = store.submitTasks(jobSeq(job.id), ['a', 'b', 'c', 'd', 'e'].map((k) => sh(k)), [waiting('w-1', { freeSlots: 2 }), waiting('w-2', { freeSlots: 2 })]);
+    expect(keys(out.handed[0])).toEqual(['a', 'c']);
+    expect(keys(out.handed[1])).toEqual(['b', 'd']);
+    expect(taskStates(store, jobSeq(job.id))).toMatchObject({ e: 'queued' });
+  });
+
+  it('hands the tasks of a job created with them, and counts them running', () => {
+    const { store } = openStore();
+    const out = store.createJob({ tasks: [sh('a'), sh('b')] }, [waiting('w-1')]);
+    expect(keys(out.handed[0])).toEqual(['a']);
+    expect(out.job.counts).toMatchObject({ total: 2, queued: 1, running: 1 });
+    expect(out.job.state).toBe('active');
   });
 });

@@ -96,7 +96,7 @@ describe('durability', () => {
       expect(job.counts.running + job.counts.succeeded).toBeGreaterThanOrEqual(acked.claims.size);
 
       // The recovered store still works.
-      expect(store.submitTasks(1, [{ key: 'after-crash', shell: 'true', priority: 100 }])).toEqual({ accepted: 1, duplicates: 0 });
+      expect(store.submitTasks(1, [{ key: 'after-crash', shell: 'true', priority: 100 }])).toEqual({ accepted: 1, duplicates: 0, handed: [] });
       const [recovered] = store.claimTasks({ workerId: 'w-after', sessionId: 's' }, [], 1);
       expect(recovered!.key).toBe('after-crash');
       assertConsistent(store);

@@ -40,10 +40,10 @@ describe('createJob and submitTasks', () => {
     const { job } = store.createJob({ open: true, tasks: [sh('a', { priority: 1 }), sh('b')] });
     const before = store.getTask(1)!;
     const out = store.submitTasks(jobSeq(job.id), [sh('a', { priority: 99, shell: 'other' }), sh('b'), sh('c')]);
-    expect(out).toEqual({ accepted: 1, duplicates: 2 });
+    expect(out).toEqual({ accepted: 1, duplicates: 2, handed: [] });
     expect(store.getTask(1)).toEqual(before);
     expect(store.getJob(1)!.counts.total).toBe(3);
-    expect(store.submitTasks(jobSeq(job.id), [sh('a'), sh('b'), sh('c')])).toEqual({ accepted: 0, duplicates: 3 });
+    expect(store.submitTasks(jobSeq(job.id), [sh('a'), sh('b'), sh('c')])).toEqual({ accepted: 0, duplicates: 3, handed: [] });
     expect(store.getJob(1)!.counts.total).toBe(3);
   });
 
@@ -64,7 +64,7 @@ describe('createJob and submitTasks', () => {
     const { job } = store.createJob({ open: true, tasks: [sh('a')] });
     const [a] = store.claimTasks(session(), [], 1);
     store.completeTask('w-1', lease(a!), report());
-    expect(store.submitTasks(jobSeq(job.id), [sh('a')])).toEqual({ accepted: 0, duplicates: 1 });
+    expect(store.submitTasks(jobSeq(job.id), [sh('a')])).toEqual({ accepted: 0, duplicates: 1, handed: [] });
     expect(store.getTask(1)!.state).toBe('succeeded');
   });
 
@@ -73,7 +73,7 @@ describe('createJob and submitTasks', () => {
     const j1 = store.createJob({ tasks: [sh('a'), sh('b')] });
     const j2 = store.createJob({ open: true, tasks: [sh('a')] });
     expect(j2).toMatchObject({ accepted: 1, duplicates: 0 });
-    expect(store.submitTasks(jobSeq(j2.job.id), [sh('b')])).toEqual({ accepted: 1, duplicates: 0 });
+    expect(store.submitTasks(jobSeq(j2.job.id), [sh('b')])).toEqual({ accepted: 1, duplicates: 0, handed: [] });
     expect(store.getJob(jobSeq(j1.job.id))!.counts.total).toBe(2);
     expect(store.getJob(jobSeq(j2.job.id))!.counts.total).toBe(2);
   });

@@ -48,10 +48,8 @@ const jobRoutes: FastifyPluginAsync = async (app) => {
     const body = (request.body ?? {}) as Type.Static<typeof CreateJobBody>;
     checkJsonDepth(body.defaults?.meta, 'defaults.meta'); // stored even when no task uses it
     const tasks = (body.tasks ?? []).map((t, i) => resolveTaskSpec(t, body.defaults, `tasks.${i}`));
-    const created = committer.run(() => store.createJob({ name: body.name, defaults: body.defaults, open: body.open, tasks }));
-    // Kick before the commit: waiting workers then claim in the same transaction (committer.ts).
-    if (tasks.length) gateway.kick();
-    const { job } = await created;
+    // Waiting workers get their tasks from the same commit (gateway.submit).
+    const { job } = await gateway.submit((handoff) => store.createJob({ name: body.name, defaults: body.defaults, open: body.open, tasks }, handoff));
     request.log.info({ jobId: job.id, tasks: job.counts.total, sealed: job.sealed }, 'job created');
     return reply.status(201).send(job);
   });
@@ -75,10 +73,7 @@ const jobRoutes: FastifyPluginAsync = async (app) => {
     if (request.headers['content-type']?.startsWith(NDJSON_CONTENT_TYPE)) return submitNdjson(request, jobSeq, store.submissionDefaults(jobSeq));
     const tasks = checkAddTasksJson.parse(request.body).tasks;
     // The defaults are applied inside the commit, from the job row submitTasks reads anyway.
-    const submitted = committer.run(() => store.submitTasks(jobSeq, (defaults) => tasks.map((t, i) => resolveTaskSpec(t, defaults, `tasks.${i}`))), HOT);
-    gateway.kick();
-    const result = await submitted;
-    return result;
+    return gateway.submit((handoff) => store.submitTasks(jobSeq, (defaults) => tasks.map((t, i) => resolveTaskSpec(t, defaults, `tasks.${i}`)), handoff), HOT);
   });
 
   /**
@@ -94,10 +89,8 @@ const jobRoutes: FastifyPluginAsync = async (app) => {
     const flush = async () => {
       const specs = batch;
       batch = [];
-      const submitted = committer.run(() => store.submitTasks(jobSeq, specs), HOT);
       // Workers start on the first batches while the rest of the upload streams in.
-      gateway.kick();
-      const r = await submitted;
+      const r = await gateway.submit((handoff) => store.submitTasks(jobSeq, specs, handoff), HOT);
       accepted += r.accepted;
       duplicates += r.duplicates;
     };
