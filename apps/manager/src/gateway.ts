@@ -313,6 +313,7 @@ export class WorkerGateway {
       lost,
     });
     this.o.log.info({ workerId, name: hello.name, protocol: s.protocol, slots: hello.slots, labels: hello.labels, resumed: resumed.length, lost: lost.length, remote: s.remote }, 'worker connected');
+    if (s.credits > 0) this.scheduleDispatch(); // granted before welcome
   }
 
   private onClose(s: Session): void {
@@ -484,11 +485,13 @@ export class WorkerGateway {
   }
 
   /**
-   * A session that can take work now: serving, with credits, and not held back. A starved one
-   * counts: new work may fit it, which is what a submission offers it.
+   * A session that can take work now: registered, with credits, and not held back. A starved
+   * one counts: new work may fit it, which is what a submission offers it. A session is active
+   * from its hello but registered only once that commits: a pull sent before welcome (against
+   * the protocol) leased tasks to no worker id, and its results were then refused as stale.
    */
   private waitsForWork(s: Session): boolean {
-    return s.phase === 'active' && !s.draining && !s.unhealthy && !s.claiming && s.credits >= 1;
+    return s.phase === 'active' && s.workerId !== null && !s.draining && !s.unhealthy && !s.claiming && s.credits >= 1;
   }
 
   private claimRequest(s: Session, freeSlots: number): ClaimRequest {

@@ -253,6 +253,19 @@ describe('worker channel', () => {
     });
   });
 
+  it('holds credits granted before welcome until the worker is registered, then serves them under its id', async () => {
+    // Against the protocol (pull belongs after welcome), but it must not lease a task to nobody.
+    await submit([{ command: ['true'], key: 'early' }]);
+    const w = await connect();
+    w.send({ type: 'hello', protocol: PROTOCOL_VERSION, name: 'eager', hostname: 'localhost', slots: 1, labels: [], version: '0.1.0', vm: null, running: [] });
+    w.send({ type: 'pull', credits: 1 });
+    const { workerId } = await w.next('welcome');
+    const [task] = (await w.next('tasks')).tasks;
+    expect(task!.key).toBe('early');
+    expect(m.store.getTask(parseTaskId(task!.taskId)!)!.workerId).toBe(workerId);
+    expect((await w.result(task!.taskId, task!.leaseId)).status).toBe('recorded');
+  });
+
   it('never sends more slots than the credits granted', async () => {
     await submit([{ command: ['a'], slots: 2 }, { command: ['b'], slots: 2 }, { command: ['c'], slots: 1 }]);
     const w = await connect();
