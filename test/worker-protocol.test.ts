@@ -8,7 +8,7 @@
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PROTOCOL_VERSION } from '@pullman/protocol';
+import { PROTOCOL_VERSION, sendFrames } from '@pullman/protocol';
 import { tempDir, until } from './harness.js';
 import { killAllProcs, startWorker } from './support/procs.js';
 import { closeScriptedManagers, oneTask, startScriptedManager, welcome, type Frame } from './support/scripted-manager.js';
@@ -169,5 +169,41 @@ describe('the worker with a work dir that cannot hold a task', () => {
     const kinds = frames.map((f) => (f.type === 'health' ? `health:${f.problem === null ? 'ok' : 'problem'}` : f.type));
     expect(kinds).toEqual(['pull', 'release', 'health:problem', 'health:ok', 'pull', 'release', 'health:ok']);
     expect(frames[5]).toEqual(release);
+  });
+});
+
+describe('a task the worker is still starting', () => {
+  it('is waited for by a drain that arrives with it, and reported before bye', async () => {
+    // The task and the drain arrive in one write, so the worker reads the drain while the
+    // task's files are being made and its process spawned. The drain must count that task:
+    // it used to see no task running, say bye, and leave the task to run on after it.
+    const frames: Frame[] = [];
+    const m = await startScriptedManager((ws, msg) => {
+      if (msg.type === 'hello') return void ws.send(welcome(PROTOCOL_VERSION));
+      if (msg.type === 'heartbeat') return;
+      frames.push(msg);
+      if (msg.type === 'pull' && frames.length === 1) sendFrames(ws, [oneTask('task-1', 'lease-1'), JSON.stringify({ type: 'drain' })]);
+      const entries = msg.type === 'results' ? (msg.results as Array<{ taskId: string; leaseId: string }>) : msg.type === 'result' ? [msg as { taskId: string; leaseId: string }] : [];
+      if (entries.length > 0) ws.send(JSON.stringify({ type: 'acks', acks: entries.map((e) => ({ taskId: e.taskId, leaseId: e.leaseId, status: 'recorded' })) }));
+    });
+    const w = startWorker(m, { name: 'starting', slots: 1 });
+    expect((await w.exited).code).toBe(0);
+    const kinds = frames.map((f) => f.type);
+    expect(kinds).toEqual(['pull', 'draining', 'results', 'bye']);
+    expect(frames[2]).toMatchObject({ results: [{ taskId: 'task-1', leaseId: 'lease-1', report: { exitCode: 0 } }] });
+  });
+
+  it('is stopped by a cancel that arrives with it, as soon as its process exists', async () => {
+    const frames: Frame[] = [];
+    const task = JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-1', jobId: 'job-1', key: null, attempt: 1, leaseId: 'lease-1', spec: { command: ['sleep', '300'] } }] });
+    const m = await startScriptedManager((ws, msg) => {
+      if (msg.type === 'hello') return void ws.send(welcome(PROTOCOL_VERSION));
+      if (msg.type === 'heartbeat') return;
+      frames.push(msg);
+      if (msg.type === 'pull' && frames.length === 1) sendFrames(ws, [task, JSON.stringify({ type: 'cancel', taskId: 'task-1', leaseId: 'lease-1' })]);
+    });
+    startWorker(m, { name: 'cancelled-early', slots: 1 });
+    await until('the task reported', () => frames.find((f) => f.type === 'results'), 60_000, 50);
+    expect(frames.find((f) => f.type === 'results')).toMatchObject({ results: [{ taskId: 'task-1', leaseId: 'lease-1', report: { cancelled: true } }] });
   });
 });

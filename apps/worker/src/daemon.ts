@@ -30,7 +30,7 @@ import {
   type WorkerMessage,
 } from '@pullman/protocol';
 import type { WorkerConfig } from './config.js';
-import { probeWorkDir, startExecution, type Execution } from './executor.js';
+import { probeWorkDir, startExecution, type Execution, type StopReason } from './executor.js';
 import { startJanitor } from './janitor.js';
 import { Outbox, type PendingResult } from './outbox.js';
 import { ReportSender } from './sender.js';
@@ -49,17 +49,28 @@ const WORKDIR_PROBE_CAP_MS = 30_000;
 /** How long a drain waits for the manager to ack the outbox before leaving it on disk. */
 const FLUSH_TIMEOUT_MS = 30_000;
 
+/** Stops a held task's process, or has it stopped as soon as it exists (the first reason holds). */
+function stopHeld(h: Held, reason: StopReason): void {
+  if (h.phase === 'running') h.exec.stop(reason);
+  else h.stop ??= reason;
+}
+
 /** "Full jitter" (AWS architecture blog): a uniform delay in [0, min(cap, base * 2^attempt)). */
 export function backoffDelay(attempt: number, random: () => number = Math.random): number {
   return Math.floor(random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.min(attempt, 16)));
 }
 
-/** A task this worker runs, with the lease it holds for it. */
-interface Running {
-  task: TaskAssignment;
-  exec: Execution;
-  slots: number;
-}
+/**
+ * A task this worker holds, from its receipt to its report, with the lease it holds for it.
+ * `starting`: its files are being made and its process spawned (thread-pool round trips);
+ * `running`: its process exists. Both take their slots, are listed in hello and hold up a drain:
+ * a starting task is as much this worker's as a running one. A drain that arrived with a task
+ * used to see nothing running and say bye while the task started. A stop asked for while a task
+ * starts is applied as soon as its process exists.
+ */
+type Held =
+  | { phase: 'starting'; task: TaskAssignment; slots: number; stop: StopReason | null }
+  | { phase: 'running'; task: TaskAssignment; slots: number; exec: Execution };
 
 /** Written under work/running/ while a task runs, so a restarted worker can clean up after a crash. */
 interface RunningRecord {
@@ -99,7 +110,7 @@ export class WorkerDaemon {
   /** A re-send of unacked reports, scheduled after a non-fatal error (e.g. STORAGE_FULL). */
   private resendTimer: NodeJS.Timeout | null = null;
   private resendAttempt = 0;
-  private readonly running = new Map<string, Running>();
+  private readonly held = new Map<string, Held>();
   /**
    * Results and releases sent (or due) and not yet acked, by leaseKey. Every result not yet
    * acked is here, for as long as the process lives: those of this process from the moment they
@@ -193,8 +204,8 @@ export class WorkerDaemon {
 
   /** Second signal: kill every task now and leave without waiting for anything. */
   forceStop(): void {
-    this.log.warn({ running: this.running.size }, 'forced stop: killing all tasks');
-    for (const r of this.running.values()) killGroup(r.exec.pid, 'SIGKILL');
+    this.log.warn({ running: this.held.size }, 'forced stop: killing all tasks');
+    for (const r of this.held.values()) if (r.phase === 'running') killGroup(r.exec.pid, 'SIGKILL');
     this.stop(1);
   }
 
@@ -253,7 +264,7 @@ export class WorkerDaemon {
   }
 
   private sendHello(): void {
-    const running = [...this.running.values()].map((r) => ({ taskId: r.task.taskId, leaseId: r.task.leaseId }));
+    const running = [...this.held.values()].map((r) => ({ taskId: r.task.taskId, leaseId: r.task.leaseId }));
     this.send({
       type: 'hello',
       protocol: this.offeredProtocol,
@@ -289,10 +300,10 @@ export class WorkerDaemon {
         for (const a of msg.acks) this.onAck(a);
         return;
       case 'cancel': {
-        const r = this.running.get(msg.taskId);
+        const r = this.held.get(msg.taskId);
         if (r && r.task.leaseId === msg.leaseId) {
           this.log.info({ taskId: msg.taskId }, 'task cancelled by the manager');
-          r.exec.stop('cancel');
+          stopHeld(r, 'cancel');
         }
         return;
       }
@@ -374,7 +385,8 @@ export class WorkerDaemon {
     }
     for (const taskId of msg.lost) {
       // The manager gave this lease away (expired, cancelled): stop the now-pointless run.
-      this.running.get(taskId)?.exec.stop('cancel');
+      const r = this.held.get(taskId);
+      if (r) stopHeld(r, 'cancel');
     }
     this.startHeartbeats(msg.heartbeatIntervalMs, msg.leaseTtlMs);
     if (this.state === 'connecting') this.setState('running');
@@ -394,7 +406,7 @@ export class WorkerDaemon {
 
   private freeSlots(): number {
     let used = 0;
-    for (const r of this.running.values()) used += r.slots;
+    for (const r of this.held.values()) used += r.slots;
     return Math.max(0, this.config.slots - used);
   }
 
@@ -412,14 +424,17 @@ export class WorkerDaemon {
   }
 
   private async startTask(task: TaskAssignment): Promise<void> {
-    if (this.running.has(task.taskId)) return; // duplicate delivery: already running
+    if (this.held.has(task.taskId)) return; // duplicate delivery: already held
     const slots = task.spec.slots ?? 1;
     if (this.state === 'draining' || this.state === 'stopped') {
       this.sendRelease(task.taskId, task.leaseId, 'drain');
       return;
     }
+    const starting: Held = { phase: 'starting', task, slots, stop: null };
+    this.held.set(task.taskId, starting);
     const exec = await startExecution(task, { workDir: this.config.workDir, workerId: this.workerId ?? 'unknown', killGraceMs: this.config.killGraceMs, keepFailedScratch: this.config.keepFailedScratch });
     if (exec.workDirProblem !== null) {
+      this.held.delete(task.taskId);
       // The worker's fault, not the task's: the task goes back to the queue for another worker
       // (a loss, not a spent retry), and this worker takes no work until its work dir is usable.
       // Failing it instead made a worker with a full disk fail every task it was sent, fast: a
@@ -427,9 +442,11 @@ export class WorkerDaemon {
       this.sendRelease(task.taskId, task.leaseId, 'unhealthy');
       this.pauseForWorkDir(exec.workDirProblem);
       this.grantCredits(slots); // withheld until then
+      this.wakeSettled(); // a drain waits for held tasks
       return;
     }
-    this.running.set(task.taskId, { task, exec, slots });
+    this.held.set(task.taskId, { phase: 'running', task, slots, exec });
+    if (starting.stop !== null) exec.stop(starting.stop);
     this.probeAttempt = 0;
     // The record only serves a restart after a crash; a disk that cannot hold it must not cost
     // the task (an escaped error here used to end the worker).
@@ -455,7 +472,7 @@ export class WorkerDaemon {
       this.log.info({ taskId: task.taskId, exitCode: report.exitCode, signal: report.signal, timedOut: report.timedOut, cancelled: report.cancelled, durationMs: report.durationMs, error: report.error?.code }, 'task finished');
       this.sendResult(task.taskId, task.leaseId, report);
     }
-    this.running.delete(task.taskId);
+    this.held.delete(task.taskId);
     // The slot's credit leaves with the result, in the same turn, so the manager can settle one
     // and claim for the other in one commit. The running record goes once the outbox write has
     // ended: a crash in between leaves a record whose result is in the outbox, and the next
@@ -559,18 +576,18 @@ export class WorkerDaemon {
     if (this.state === 'stopped') return;
     this.setState('draining', { reason });
     await this.outboxSettled(); // no write or removal is cut off by the exit
-    if (!this.welcomed && this.running.size === 0 && this.unackedResults().length === 0) {
+    if (!this.welcomed && this.held.size === 0 && this.unackedResults().length === 0) {
       // Nothing to finish and nobody to tell.
       await this.runBeforeExit();
       return this.stop(0);
     }
     this.send({ type: 'draining', reason });
 
-    await this.until(() => this.running.size === 0, () => this.drainDeadline);
-    if (this.running.size > 0) {
-      this.log.warn({ running: this.running.size }, 'drain timeout: stopping and releasing the remaining tasks');
-      for (const r of this.running.values()) r.exec.stop('release');
-      await this.until(() => this.running.size === 0, () => Number.POSITIVE_INFINITY);
+    await this.until(() => this.held.size === 0, () => this.drainDeadline);
+    if (this.held.size > 0) {
+      this.log.warn({ running: this.held.size }, 'drain timeout: stopping and releasing the remaining tasks');
+      for (const r of this.held.values()) stopHeld(r, 'release');
+      await this.until(() => this.held.size === 0, () => Number.POSITIVE_INFINITY);
     }
 
     const flushBy = Date.now() + FLUSH_TIMEOUT_MS;
@@ -636,7 +653,7 @@ export class WorkerDaemon {
 
   private fail(err: FatalError): void {
     this.log.fatal(err.message);
-    for (const r of this.running.values()) r.exec.stop('shutdown');
+    for (const r of this.held.values()) stopHeld(r, 'shutdown');
     process.stderr.write(`pullman-worker: ${err.message}\n`);
     this.stop(err.exitCode);
   }
@@ -682,7 +699,7 @@ export class WorkerDaemon {
   /** Names in logs/ and scratch/ that belong to attempts running now. */
   private activeEntries(): Set<string> {
     const names = new Set<string>();
-    for (const r of this.running.values()) {
+    for (const r of this.held.values()) {
       const base = `${r.task.taskId}.${r.task.attempt}`;
       names.add(base).add(`${base}.stdout.log`).add(`${base}.stderr.log`);
     }
