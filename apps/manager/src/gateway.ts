@@ -417,8 +417,14 @@ export class WorkerGateway {
           at = this.now();
           let handed = 0;
           outcome.handed.forEach((tasks, i) => {
-            if (tasks === null) return; // something queued fits it: it claims as usual
             const s = waiting[i]!;
+            if (tasks === null) {
+              // Something queued may fit it: it claims, in this commit's dispatch round, even
+              // if its last claim found nothing (this submission may not kick anyone).
+              s.starved = false;
+              this.scheduleDispatch();
+              return;
+            }
             s.claiming = true; // the dispatch round of this commit passes it over
             takers.push({ s, offered: s.credits, tasks });
             handed += tasks.length;

@@ -634,9 +634,9 @@ export class TaskStore {
   }
 
   /**
-   * The first `limit` queued tasks, in queue order, that a worker with these labels and this
-   * many free slots could take: one walk per class it can take, merged. Classes it cannot take
-   * cost nothing, however many tasks they hold.
+   * Queued tasks that a worker with these labels and this many free slots could take, in queue
+   * order: the first `limit` of each class it can take, merged. Classes it cannot take cost
+   * nothing, however many tasks they hold.
    */
   private queueCandidates(labels: ReadonlySet<string>, freeSlots: number, limit: number): Array<[id: number, slots: number, priority: number]> {
     type Row = [id: number, slots: number, priority: number];
@@ -651,11 +651,11 @@ export class TaskStore {
       }
       rows = walked++ === 0 ? got : rows.concat(got);
     }
-    // Several classes: merge into queue order (each walk is in it already) and keep the first.
-    if (walked > 1) {
-      rows.sort((a, b) => b[2] - a[2] || a[0] - b[0]);
-      rows.length = Math.min(rows.length, limit);
-    }
+    // Several classes: merge into queue order (each walk is in it already). Every walk's rows
+    // are kept: cutting the merge at `limit` dropped a one-slot task queued behind a run of wide
+    // ones that only some of the group could take, and a one-slot worker then got nothing, was
+    // marked starved by the dispatcher, and idled beside a task it could run.
+    if (walked > 1) rows.sort((a, b) => b[2] - a[2] || a[0] - b[0]);
     return rows;
   }
 
@@ -992,36 +992,56 @@ interface Taker {
   room: number;
 }
 
+/** Takers of one label set, dealt round-robin (dealSubmission). */
+interface TakerGroup {
+  labels: ReadonlySet<string>;
+  members: number[];
+  next: number;
+  /** Members with room left. */
+  open: number;
+}
+
 /**
  * Deals a submission's tasks to the takers (null: not taking) in queue order, priority first,
  * then submission order: each task to the next taker, round-robin, of the first label set that
  * has the labels it requires and a taker with the slots for it, as claimBatch deals the queue.
  * Returns, per spec, the taker and the task's place in the dealing order, or undefined.
- * Takers are grouped by label set so that a task costs a check per label set, not per taker,
- * however many workers wait that cannot take it.
+ *
+ * The label sets that can take a class of task (its required labels and slots) are found once
+ * per class, and a class that found no taker with room is not tried again: free slots only
+ * shrink while dealing. So a thousand tasks that thousands of waiting workers cannot take (GPU
+ * work, host-labelled workers) cost one check per label set, not one per task and label set.
  */
 function dealSubmission(specs: readonly TaskSpec[], takers: ReadonlyArray<Taker | null>): Array<{ request: number; rank: number } | undefined> {
   const out = new Array<{ request: number; rank: number } | undefined>(specs.length);
-  const groups = new Map<string, { labels: ReadonlySet<string>; members: number[]; next: number; open: number }>();
+  const byLabels = new Map<string, TakerGroup>();
   takers.forEach((t, k) => {
     if (t === null || t.room < 1) return;
     const key = JSON.stringify([...t.labels].sort());
-    const group = groups.get(key) ?? { labels: t.labels, members: [], next: 0, open: 0 };
-    groups.set(key, group);
+    const group = byLabels.get(key) ?? { labels: t.labels, members: [], next: 0, open: 0 };
+    byLabels.set(key, group);
     group.members.push(k);
     group.open++;
   });
+  const groups = [...byLabels.values()];
   const free = takers.map((t) => t?.free ?? 0);
   const room = takers.map((t) => t?.room ?? 0);
-  let open = [...groups.values()].reduce((n, g) => n + g.open, 0);
+  let open = groups.reduce((n, g) => n + g.open, 0);
+  // Class key -> the groups that can take it, or null once none has room for it.
+  const fitting = new Map<string, TakerGroup[] | null>();
   const order = specs.map((_, i) => i).sort((a, b) => (specs[b]!.priority ?? 0) - (specs[a]!.priority ?? 0) || a - b);
   let rank = 0;
   for (const i of order) {
     if (open === 0) break; // every taker is full
     const slots = specs[i]!.slots ?? 1;
     const requires = specs[i]!.requires ?? [];
-    for (const g of groups.values()) {
-      if (g.open === 0 || !requires.every((l) => g.labels.has(l))) continue;
+    const key = `${slots}\n${requires.join('\n')}`;
+    let candidates = fitting.get(key);
+    if (candidates === undefined) fitting.set(key, (candidates = groups.filter((g) => requires.every((l) => g.labels.has(l)))));
+    if (candidates === null) continue;
+    let dealt = false;
+    for (const g of candidates) {
+      if (g.open === 0) continue;
       const n = g.members.length;
       let step = 0;
       while (step < n && free[g.members[(g.next + step) % n]!]! < slots) step++;
@@ -1037,8 +1057,10 @@ function dealSubmission(specs: readonly TaskSpec[], takers: ReadonlyArray<Taker 
       }
       g.next = (pos + 1) % n;
       out[i] = { request: k, rank: rank++ };
+      dealt = true;
       break;
     }
+    if (!dealt) fitting.set(key, null);
   }
   return out;
 }

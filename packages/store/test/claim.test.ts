@@ -172,6 +172,19 @@ describe('claimBatch', () => {
     expect(store.getTask(2)!.state).toBe('queued'); // 'wide' needs 4 slots; the gpu worker had 3 left
   });
 
+  it('finds a one-slot task for a one-slot worker behind a run of wide tasks its group-mate takes', () => {
+    // The merged candidates used to be cut at the round's limit, which the wide run filled: the
+    // one-slot worker got nothing and was then left idle as starved.
+    const { store } = openStore();
+    store.createJob({ tasks: [...Array.from({ length: 30 }, (_, i) => sh(`wide${i}`, { slots: 8 })), sh('narrow')] });
+    const [s, t] = store.claimBatch([
+      { session: session('w-s', 's-s'), labels: [], freeSlots: 1, maxTasks: 64 },
+      { session: session('w-t', 's-t'), labels: [], freeSlots: 8, maxTasks: 64 },
+    ]);
+    expect(t!.map((x) => x.key)).toEqual(['wide0']);
+    expect(s!.map((x) => x.key)).toEqual(['narrow']);
+  });
+
   it('gives nothing to requests without free slots and respects maxTasks', () => {
     const { store } = openStore();
     store.createJob({ tasks: ['a', 'b', 'c'].map((k) => sh(k)) });
@@ -429,6 +442,15 @@ describe('a submission hands its tasks to waiting workers (handoff)', () => {
     expect(keys(out.handed[0])).toEqual(['a', 'c']);
     expect(keys(out.handed[1])).toEqual(['b', 'd']);
     expect(taskStates(store, jobSeq(job.id))).toMatchObject({ e: 'queued' });
+  });
+
+  it('goes on dealing other classes after one finds no worker with room for it', () => {
+    const { store } = openStore();
+    const { job } = store.createJob({ open: true });
+    const out = store.submitTasks(jobSeq(job.id), [sh('wide', { slots: 2 }), sh('gpu', { requires: ['gpu'] }), sh('wide2', { slots: 2 }), sh('a'), sh('b')], [waiting('w-1', { freeSlots: 1 }), waiting('w-2', { freeSlots: 1 })]);
+    expect(keys(out.handed[0])).toEqual(['a']);
+    expect(keys(out.handed[1])).toEqual(['b']);
+    expect(taskStates(store, jobSeq(job.id))).toEqual({ wide: 'queued', gpu: 'queued', wide2: 'queued', a: 'running', b: 'running' });
   });
 
   it('hands the tasks of a job created with them, and counts them running', () => {
