@@ -14,6 +14,7 @@ import {
   MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
   PullmanError,
+  TAKE_BACK_SINCE,
   WorkerMessage,
   compileChecker,
   jsonDepthProblem,
@@ -55,6 +56,8 @@ interface Session {
   draining: boolean;
   /** Last claim found nothing that fits; skip until new work or new credits arrive. */
   starved: boolean;
+  /** Its first pull came, and with it the take-back of leases the worker does not hold. */
+  tookBack: boolean;
   /**
    * The worker gave a task back as `unhealthy` or reported a problem: it gets no work until it
    * reports `health` null. Its credits stay its own and are used again then.
@@ -118,6 +121,7 @@ export class WorkerGateway {
       credits: 0,
       draining: false,
       starved: false,
+      tookBack: false,
       unhealthy: false,
       claiming: false,
       lastSeenAt: this.now(),
@@ -207,6 +211,7 @@ export class WorkerGateway {
       case 'pull':
         s.credits += msg.credits;
         s.starved = false;
+        if (!s.tookBack && s.protocol >= TAKE_BACK_SINCE && s.workerId !== null) this.takeBackUnheld(s, s.workerId);
         this.scheduleDispatch();
         return;
       case 'heartbeat':
@@ -450,6 +455,28 @@ export class WorkerGateway {
         options,
       );
     });
+  }
+
+  /**
+   * At a session's first pull, takes back the worker's leases of other sessions: tasks it never
+   * received (claimed for a session that died before their frame left: a manager crash, a
+   * dropped link), instead of leaving them to expire after a lease TTL. Why at the first pull,
+   * and only on sessions of TAKE_BACK_SINCE or later: by then the worker has listed what it
+   * holds (hello) and re-sent its finished results, and their settle op was queued when they
+   * arrived, before this one, so it runs first in the same commit. A task taken back here was
+   * not on the worker.
+   */
+  private takeBackUnheld(s: Session, workerId: string): void {
+    s.tookBack = true;
+    this.o.committer
+      .run(() => this.o.store.requeueUnheld({ workerId, sessionId: s.id }))
+      .then((n) => {
+        if (n === 0) return;
+        this.o.log.info({ workerId, requeued: n }, 'requeued leases the reconnected worker does not hold');
+        this.o.metrics.requeued('not-on-worker', n);
+        this.kick();
+      })
+      .catch((err: unknown) => this.o.log.error({ err, workerId }, 'could not requeue the leases the worker does not hold; they expire after the lease TTL'));
   }
 
   /** A dispatch round runs just before the next group commit and claims inside it. */

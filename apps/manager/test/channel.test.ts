@@ -54,9 +54,8 @@ describe('worker channel', () => {
   });
 
   it('serves each worker at the lower of its newest protocol version and the manager\'s', async () => {
-    expect(PROTOCOL_VERSION).toBe(3);
-    expect((await (await connect()).hello({ protocol: 1 })).protocol).toBe(1);
-    expect((await (await connect()).hello({ protocol: 2 })).protocol).toBe(2);
+    expect(PROTOCOL_VERSION).toBe(4);
+    for (const older of [1, 2, 3]) expect((await (await connect()).hello({ protocol: older })).protocol).toBe(older);
     // A worker newer than this manager is served at the manager's newest and falls back to it.
     expect((await (await connect()).hello({ protocol: 7 })).protocol).toBe(PROTOCOL_VERSION);
   });
@@ -404,6 +403,63 @@ describe('worker channel', () => {
     w2.send({ type: 'heartbeat' });
     await vi.waitFor(() => expect(leaseExpiry(t!.taskId)).toBeGreaterThan(before));
     expect((await w2.result(t!.taskId, t!.leaseId)).status).toBe('recorded');
+  });
+
+  describe('leases the reconnected worker does not hold', () => {
+    /** A worker that received two tasks, then lost its link: `missing` is the one whose frame "died". */
+    async function reconnectHolding(protocol: number) {
+      await submit([{ command: ['kept'] }, { command: ['never-arrived'] }]);
+      const w1 = await connect();
+      const { workerId } = await w1.hello({ name: 'flaky', protocol });
+      w1.send({ type: 'pull', credits: 2 });
+      const [kept, missing] = (await w1.next('tasks')).tasks;
+      await w1.close(); // as if the second task's frame died with the link (or with the manager)
+      const w2 = await connect();
+      const welcome = await w2.hello({ name: 'flaky', protocol, workerId, running: [{ taskId: kept!.taskId, leaseId: kept!.leaseId }] });
+      expect(welcome.resumed).toEqual([kept!.taskId]);
+      expect(m.store.getTask(parseTaskId(missing!.taskId)!)!.state).toBe('running'); // hello alone takes nothing back
+      return { w2, kept: kept!, missing: missing! };
+    }
+
+    it('are taken back at the first pull, from protocol 4 on, not after the TTL', async () => {
+      const { w2, kept, missing } = await reconnectHolding(PROTOCOL_VERSION);
+      w2.send({ type: 'pull', credits: 1 });
+      // No clock advance: the lease has not expired, and the task comes back at once.
+      const [again] = (await w2.next('tasks')).tasks;
+      expect(again).toMatchObject({ taskId: missing.taskId, attempt: 2 });
+      const history = (await request(m.app.server).get(`/v1/tasks/${missing.taskId}`).set(auth())).body.history as Array<{ outcome: string; error: { message: string } | null }>;
+      expect(history.map((h) => h.outcome)).toEqual(['lost', 'running']);
+      expect(history[0]!.error!.message).toBe('not on its worker when it reconnected');
+      // The lease it listed is untouched.
+      expect((await w2.result(kept.taskId, kept.leaseId)).status).toBe('recorded');
+      expect((await request(m.app.server).get('/metrics').set(auth())).text).toMatch(/pullman_tasks_requeued_total\{reason="not-on-worker"\} 1/);
+    });
+
+    it('wait for their TTL on a protocol 3 session, whose worker made no promise about its order', async () => {
+      const { w2, missing } = await reconnectHolding(3);
+      w2.send({ type: 'pull', credits: 1 });
+      // The pull's dispatch round commits before this result's settle: then the take-back would have run.
+      expect((await w2.result('task-999999', 'no-such-lease')).status).toBe('stale');
+      // Still the lease its frame carried, on its first attempt: not taken back (and dealt again).
+      expect(m.store.getTask(parseTaskId(missing.taskId)!)!).toMatchObject({ state: 'running', attempts: 1 });
+      expect(m.store.db.prepare('SELECT lease_id AS l FROM tasks WHERE id = ?').get(parseTaskId(missing.taskId))).toEqual({ l: missing.leaseId });
+    });
+
+    it('do not include a result re-sent before the first pull: it is recorded, not requeued', async () => {
+      await submit([{ command: ['done-offline'] }]);
+      const w1 = await connect();
+      const { workerId } = await w1.hello({ name: 'flaky' });
+      w1.send({ type: 'pull', credits: 1 });
+      const [t] = (await w1.next('tasks')).tasks;
+      await w1.close();
+      const w2 = await connect();
+      await w2.hello({ name: 'flaky', workerId, running: [] }); // it finished while disconnected
+      // As a worker re-sends its outbox: the results, then the pull.
+      w2.send({ type: 'results', results: [{ taskId: t!.taskId, leaseId: t!.leaseId, report: okReport }] });
+      w2.send({ type: 'pull', credits: 1 });
+      expect(await w2.next('ack')).toMatchObject({ taskId: t!.taskId, leaseId: t!.leaseId, status: 'recorded' });
+      expect(m.store.getTask(parseTaskId(t!.taskId)!)!).toMatchObject({ state: 'succeeded', attempts: 1 });
+    });
   });
 
   it('a released task is requeued without spending a retry and goes to another worker', async () => {

@@ -15,9 +15,20 @@ import { ErrorInfo, Label, TaskSpec, VmFacts } from './schemas.js';
  * sessions that agreed on N or later (docs/protocol.md, "Versions").
  *
  * 1: the first version. 2: adds the `results` message. 3: adds the release reason `unhealthy`
- * and the `health` message.
+ * and the `health` message. 4: no new message, a promise (TAKE_BACK_SINCE).
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
+
+/**
+ * From this version a worker promises that its hello lists every lease it holds (tasks it
+ * received and is still starting included) and that, after welcome, it re-sends its finished
+ * results before its first pull. So at that pull every other lease of its worker id is a task
+ * that never reached it (a `tasks` frame lost with a crashed manager or a dropped link), and
+ * the manager takes it back at once instead of after a lease TTL. Older workers made neither
+ * promise: their first pull could overtake their re-sent results, whose tasks were then requeued
+ * and ran again.
+ */
+export const TAKE_BACK_SINCE = 4;
 
 /** The oldest version the manager still serves; a hello below it is refused. */
 export const MIN_PROTOCOL_VERSION = 1;

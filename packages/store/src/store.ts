@@ -823,6 +823,19 @@ export class TaskStore {
   }
 
   /**
+   * Requeues, as infrastructure losses (no retry spent), the leases a worker holds under sessions
+   * other than this one. Called at a new session's first pull, once the worker has listed what
+   * it holds and re-sent what it finished (protocol TAKE_BACK_SINCE): any other lease of it is a
+   * task it never got. Without this such a task waited a whole lease TTL. Returns how many.
+   */
+  requeueUnheld(session: SessionRef): number {
+    const now = this.clock.now();
+    const rows = this.s.leasesOfOtherSessions.all(session.workerId, session.sessionId) as TaskRow[];
+    for (const row of rows) this.loseTask(row, 'lost', 'not on its worker when it reconnected', now);
+    return rows.length;
+  }
+
+  /**
    * After a reconnect: the new session takes over the listed leases that are still current
    * and this worker's. Returns the task ids resumed, and those whose leases are gone.
    */
@@ -1067,7 +1080,7 @@ function dealSubmission(specs: readonly TaskSpec[], takers: ReadonlyArray<Taker 
 
 const TRANSACTIONAL = [
   'createJob', 'submitTasks', 'sealJob', 'cancelJob', 'retryJob', 'cancelTask', 'claimTasks', 'claimBatch', 'extendLeases',
-  'completeTask', 'failTask', 'reportExecution', 'settleReports', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'resumeLeases',
+  'completeTask', 'failTask', 'reportExecution', 'settleReports', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'requeueUnheld', 'resumeLeases',
   'registerWorker', 'setWorkerState', 'setWorkerProblem', 'noteWorkerProblem', 'markAllWorkersOffline', 'extendAllLeasesForRestart',
 ] as const satisfies ReadonlyArray<keyof TaskStore>;
 
@@ -1178,6 +1191,7 @@ function prepare(db: Database.Database) {
       WHERE id = ?`),
     expiredLeases: p(`SELECT * FROM tasks WHERE state = 'running' AND lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?`),
     runningTasksOfWorker: p(`SELECT * FROM tasks WHERE state = 'running' AND worker_id = ?`),
+    leasesOfOtherSessions: p(`SELECT * FROM tasks WHERE state = 'running' AND worker_id = ? AND session_id IS NOT ?`),
     runningTasksOfJob: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'running'`),
     cancelQueuedOfJob: p(`UPDATE tasks SET state = 'cancelled', finished_at = ? WHERE job_id = ? AND state = 'queued'`),
     cancelRunningOfJob: p(`

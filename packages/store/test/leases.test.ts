@@ -227,6 +227,24 @@ describe('requeueWorkerTasks', () => {
   });
 });
 
+describe('requeueUnheld', () => {
+  it('takes back the worker\'s leases of its other sessions only, as losses', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('old-1'), sh('old-2'), sh('new'), sh('other')] });
+    store.claimTasks(session('w-1', 's-old'), [], 2);
+    store.claimTasks(session('w-1', 's-new'), [], 1);
+    store.claimTasks(session('w-2', 's-old'), [], 1);
+    expect(store.requeueUnheld(session('w-1', 's-new'))).toBe(2);
+    expect(store.getJob(1)!.counts).toMatchObject({ queued: 2, running: 2 });
+    expect(store.getTask(1)!.state).toBe('queued');
+    expect(store.db.prepare('SELECT losses, failures FROM tasks WHERE id = 1').get()).toEqual({ losses: 1, failures: 0 }); // no retry spent
+    expect(store.getTask(1)!.history![0]).toMatchObject({ outcome: 'lost', error: { code: 'WORKER_LOST', message: 'not on its worker when it reconnected' } });
+    expect(store.getTask(3)!.state).toBe('running'); // this session's
+    expect(store.getTask(4)!.state).toBe('running'); // another worker's
+    expect(store.requeueUnheld(session('w-1', 's-new'))).toBe(0);
+  });
+});
+
 describe('resumeLeases', () => {
   it('resumes current leases for the same worker and reports lost ones', () => {
     const { store, clock } = openStore();
