@@ -47,6 +47,12 @@ describe('400 invalid input', () => {
     expect((await get(`/v1/jobs/${job.id}`)).body.counts.total).toBe(0);
   });
 
+  it('refuses a NUL byte in what a process would receive (INVALID_TASK_SPEC): it would fail on every worker', async () => {
+    expectError(await post('/v1/jobs').send({ tasks: [{ command: ['echo', 'a\u0000b'] }] }), 400, 'INVALID_TASK_SPEC', /tasks\.0\.command\.1: contains a NUL byte/);
+    const job = await createJob(m, { open: true });
+    expectError(await post(`/v1/jobs/${job.id}/tasks`).set('Content-Type', NDJSON).send('{"shell":"true"}\n{"command":["true"],"env":{"X":"\\u0000"}}\n'), 400, 'INVALID_TASK_SPEC', /line 2\.env\.X: contains a NUL byte/);
+  });
+
   it('requires exactly one of command and shell (INVALID_TASK_SPEC), after applying defaults', async () => {
     expectError(await post('/v1/jobs').send({ tasks: [{ key: 'a', command: ['a'], shell: 'a' }] }), 400, 'INVALID_TASK_SPEC', /tasks\.0: .*both/);
     expectError(await post('/v1/jobs').send({ tasks: [{ shell: 'ok' }, { key: 'b' }] }), 400, 'INVALID_TASK_SPEC', /tasks\.1: .*neither/);

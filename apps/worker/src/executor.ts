@@ -155,7 +155,15 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
   const stderrTail = new Tail(MAX_TAIL_BYTES);
 
   // detached: the child leads a new process group, so one kill(-pid) reaches every descendant.
-  const child = spawn(file, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let child: ReturnType<typeof spawn>;
+  try {
+    child = spawn(file, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    // Thrown, not emitted, for arguments the OS cannot take (a NUL byte in argv or env): the
+    // task's fault, so it fails like any spawn failure. Uncaught, it ended the worker, and
+    // then every worker the task went to next.
+    return failedToStart(task, { code: 'SPAWN_FAILED', message: `cannot run ${JSON.stringify(file)}: ${(err as Error).message}` }, started);
+  }
   let stopReason: StopReason | null = null;
   let killTimer: NodeJS.Timeout | null = null;
   let exited = false;

@@ -401,6 +401,17 @@ describe('startExecution: working directory', () => {
     expect(report.error?.message).toContain(missing);
   });
 
+  it('fails with SPAWN_FAILED, instead of throwing, for an argument or env value with a NUL byte', async () => {
+    // The manager refuses such specs; a worker must survive one from any other manager.
+    for (const spec of [{ command: ['echo', 'a\0b'] }, { command: ['true'], env: { X: 'a\0' } }]) {
+      const exec = await startExecution(task(spec), options(freshWorkDir('nul')));
+      const report = await exec.done;
+      expect(exec.pid).toBeUndefined();
+      expect(report.error).toMatchObject({ code: 'SPAWN_FAILED', message: expect.stringContaining('null bytes') });
+      expect(exec.workDirProblem).toBeNull(); // the task's fault
+    }
+  });
+
   it('fails with SPAWN_FAILED, instead of throwing, when its files cannot be made in the work dir, and says it is the work dir', async () => {
     const workDir = freshWorkDir('scratch-blocked');
     writeFileSync(join(workDir, 'scratch'), ''); // a file where the scratch dirs go (ENOTDIR / EEXIST)

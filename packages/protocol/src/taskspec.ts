@@ -59,7 +59,21 @@ export function resolveTaskSpec(spec: TaskSpec, defaults: TaskDefaults | undefin
     if (ms === 0) throw new PullmanError('INVALID_TASK_SPEC', `${where}.timeout: must be greater than 0`);
   }
   checkJsonDepth(merged.meta, `${where}.meta`);
+  // No program can receive a NUL byte in its arguments, environment or working directory; the
+  // spawn would throw on every worker the task reached.
+  const nul = nulField(merged);
+  if (nul !== null) throw new PullmanError('INVALID_TASK_SPEC', `${where}.${nul}: contains a NUL byte, which no process can be given`);
   return merged;
+}
+
+/** The first field of `spec` that a process would receive with a NUL byte in it, or null. */
+function nulField(spec: TaskSpec): string | null {
+  const i = spec.command?.findIndex((a) => a.includes('\0')) ?? -1;
+  if (i >= 0) return `command.${i}`;
+  if (spec.shell?.includes('\0')) return 'shell';
+  if (spec.cwd?.includes('\0')) return 'cwd';
+  for (const [k, v] of Object.entries(spec.env ?? {})) if (v.includes('\0')) return `env.${k}`;
+  return null;
 }
 
 /** Timeout of a stored spec in milliseconds, or null for none. */

@@ -88,6 +88,16 @@ describe('resolveTaskSpec', () => {
     }
   });
 
+  it('rejects a NUL byte anywhere a process would receive it, naming the field', () => {
+    const bad = (spec: Partial<TaskSpec>, defaults?: TaskDefaults) => () => resolveTaskSpec(spec as TaskSpec, defaults, 'tasks.3');
+    expect(bad({ command: ['echo', 'a\0b'] })).toThrow(/^tasks\.3\.command\.1: contains a NUL byte/);
+    expect(bad({ shell: 'echo \0' })).toThrow(/^tasks\.3\.shell: contains a NUL byte/);
+    expect(bad({ command: ['true'], cwd: '/tmp/\0' })).toThrow(/^tasks\.3\.cwd: /);
+    expect(bad({ command: ['true'] }, { env: { X: 'a\0' } })).toThrow(/^tasks\.3\.env\.X: /);
+    expect(thrown(bad({ shell: '\0' }))).toMatchObject({ code: 'INVALID_TASK_SPEC', status: 400 });
+    expect(resolveTaskSpec({ command: ['printf', '\\0'] }, undefined, 't').command).toEqual(['printf', '\\0']); // a backslash and a zero are fine
+  });
+
   it('rejects a zero timeout with INVALID_TASK_SPEC', () => {
     for (const timeout of [0, '0', '0s']) {
       const err = thrown(() => resolveTaskSpec({ shell: 'x', timeout }, undefined, 'tasks[2]'));
