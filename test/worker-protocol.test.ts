@@ -207,3 +207,28 @@ describe('a task the worker is still starting', () => {
     expect(frames.find((f) => f.type === 'results')).toMatchObject({ results: [{ taskId: 'task-1', leaseId: 'lease-1', report: { cancelled: true } }] });
   });
 });
+
+describe('a task delivered again under a new lease', () => {
+  it('runs as a new attempt while the old lease\'s process still stops', async () => {
+    // Cancelled, then requeued (a job retry) and dealt again to this worker on its spare credit,
+    // while the first process still dies (a TERM trap). Held by task id alone, the new lease was
+    // dropped as a duplicate: nobody ran it, and heartbeats kept it alive forever.
+    const frames: Frame[] = [];
+    const task = (leaseId: string, attempt: number) => JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-1', jobId: 'job-1', key: null, attempt, leaseId, spec: {
+      shell: 'trap "sleep 1; exit 143" TERM; if [ "$PULLMAN_ATTEMPT" = 1 ]; then sleep 300 & wait; fi',
+    } }] });
+    const m = await startScriptedManager((ws, msg) => {
+      if (msg.type === 'hello') return void ws.send(welcome(PROTOCOL_VERSION));
+      if (msg.type === 'heartbeat') return;
+      frames.push(msg);
+      if (msg.type === 'pull' && frames.length === 1) ws.send(task('lease-1', 1));
+    });
+    const w = startWorker(m, { name: 'again', slots: 2 });
+    await w.waitForLog((l) => l.msg === 'task started', 'task started', 60_000);
+    sendFrames(m.clients()[0]!, [JSON.stringify({ type: 'cancel', taskId: 'task-1', leaseId: 'lease-1' }), task('lease-2', 2)]);
+    const reported = () => frames.flatMap((f) => (f.type === 'results' ? (f.results as Array<{ leaseId: string; report: { exitCode: number | null; cancelled: boolean } }>) : []));
+    await until('both leases reported', () => (reported().length === 2 ? true : undefined), 30_000, 50);
+    expect(reported().find((r) => r.leaseId === 'lease-2')!.report).toMatchObject({ exitCode: 0, cancelled: false });
+    expect(reported().find((r) => r.leaseId === 'lease-1')!.report).toMatchObject({ cancelled: true });
+  });
+});

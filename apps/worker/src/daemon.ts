@@ -110,6 +110,7 @@ export class WorkerDaemon {
   /** A re-send of unacked reports, scheduled after a non-fatal error (e.g. STORAGE_FULL). */
   private resendTimer: NodeJS.Timeout | null = null;
   private resendAttempt = 0;
+  /** Every task this worker holds, by leaseKey (one task may be held under two leases: see startTask). */
   private readonly held = new Map<string, Held>();
   /**
    * Results and releases sent (or due) and not yet acked, by leaseKey. Every result not yet
@@ -292,7 +293,7 @@ export class WorkerDaemon {
       case 'welcome':
         return void this.onWelcome(msg).catch((err: unknown) => this.log.error({ err }, 'welcome handling failed'));
       case 'tasks':
-        for (const t of msg.tasks) void this.startTask(t);
+        for (const t of msg.tasks) void this.startTask(t).catch((err: unknown) => this.startFailed(t, err));
         return;
       case 'ack':
         return this.onAck(msg);
@@ -300,8 +301,8 @@ export class WorkerDaemon {
         for (const a of msg.acks) this.onAck(a);
         return;
       case 'cancel': {
-        const r = this.held.get(msg.taskId);
-        if (r && r.task.leaseId === msg.leaseId) {
+        const r = this.held.get(leaseKey(msg));
+        if (r) {
           this.log.info({ taskId: msg.taskId }, 'task cancelled by the manager');
           stopHeld(r, 'cancel');
         }
@@ -383,11 +384,9 @@ export class WorkerDaemon {
       await writeFile(this.idFile, `${msg.workerId}\n`);
       if (this.ws !== ws) return;
     }
-    for (const taskId of msg.lost) {
-      // The manager gave this lease away (expired, cancelled): stop the now-pointless run.
-      const r = this.held.get(taskId);
-      if (r) stopHeld(r, 'cancel');
-    }
+    // The manager gave these leases away (expired, cancelled): stop the now-pointless runs.
+    const lost = new Set(msg.lost);
+    for (const r of this.held.values()) if (lost.has(r.task.taskId)) stopHeld(r, 'cancel');
     this.startHeartbeats(msg.heartbeatIntervalMs, msg.leaseTtlMs);
     if (this.state === 'connecting') this.setState('running');
     // Hand back tasks a crashed predecessor was running: requeued now instead of after the TTL.
@@ -424,17 +423,21 @@ export class WorkerDaemon {
   }
 
   private async startTask(task: TaskAssignment): Promise<void> {
-    if (this.held.has(task.taskId)) return; // duplicate delivery: already held
+    // The same lease twice is a duplicate delivery. The same task under a new lease is a new
+    // attempt (a cancel, then a retry, while the old process still dies): it runs. Keyed by
+    // task alone, it was dropped, and its lease was kept alive by heartbeats forever.
+    const key = leaseKey(task);
+    if (this.held.has(key)) return;
     const slots = task.spec.slots ?? 1;
     if (this.state === 'draining' || this.state === 'stopped') {
       this.sendRelease(task.taskId, task.leaseId, 'drain');
       return;
     }
     const starting: Held = { phase: 'starting', task, slots, stop: null };
-    this.held.set(task.taskId, starting);
+    this.held.set(key, starting);
     const exec = await startExecution(task, { workDir: this.config.workDir, workerId: this.workerId ?? 'unknown', killGraceMs: this.config.killGraceMs, keepFailedScratch: this.config.keepFailedScratch });
     if (exec.workDirProblem !== null) {
-      this.held.delete(task.taskId);
+      this.held.delete(key);
       // The worker's fault, not the task's: the task goes back to the queue for another worker
       // (a loss, not a spent retry), and this worker takes no work until its work dir is usable.
       // Failing it instead made a worker with a full disk fail every task it was sent, fast: a
@@ -445,7 +448,14 @@ export class WorkerDaemon {
       this.wakeSettled(); // a drain waits for held tasks
       return;
     }
-    this.held.set(task.taskId, { phase: 'running', task, slots, exec });
+    if ((this.state as DaemonState) === 'stopped') { // (it may have changed during the await)
+      // Stopped (a forced stop, a fatal error) while it started: the worker is leaving, and
+      // the process would outlive it in its own process group, unreported.
+      killGroup(exec.pid, 'SIGKILL');
+      this.held.delete(key);
+      return;
+    }
+    this.held.set(key, { phase: 'running', task, slots, exec });
     if (starting.stop !== null) exec.stop(starting.stop);
     this.probeAttempt = 0;
     // The record only serves a restart after a crash; a disk that cannot hold it must not cost
@@ -472,7 +482,7 @@ export class WorkerDaemon {
       this.log.info({ taskId: task.taskId, exitCode: report.exitCode, signal: report.signal, timedOut: report.timedOut, cancelled: report.cancelled, durationMs: report.durationMs, error: report.error?.code }, 'task finished');
       this.sendResult(task.taskId, task.leaseId, report);
     }
-    this.held.delete(task.taskId);
+    this.held.delete(key);
     // The slot's credit leaves with the result, in the same turn, so the manager can settle one
     // and claim for the other in one commit. The running record goes once the outbox write has
     // ended: a crash in between leaves a record whose result is in the outbox, and the next
@@ -480,6 +490,20 @@ export class WorkerDaemon {
     this.grantCredits(slots);
     await written;
     await unlink(this.runningFile(task.taskId, task.leaseId)).catch(() => {});
+    this.wakeSettled();
+  }
+
+  /**
+   * A task whose start threw (a bug: the executor reports failures in the report). The worker
+   * goes on: an escaped rejection ended it, and with it every task it ran. The lease expires
+   * and the task returns to the queue; a slot it still held as starting is freed.
+   */
+  private startFailed(task: TaskAssignment, err: unknown): void {
+    this.log.error({ err, taskId: task.taskId }, 'task could not be started; its lease will expire');
+    const h = this.held.get(leaseKey(task));
+    if (h?.phase !== 'starting') return;
+    this.held.delete(leaseKey(task));
+    this.grantCredits(h.slots);
     this.wakeSettled();
   }
 
