@@ -211,7 +211,7 @@ export class WorkerGateway {
       case 'pull':
         s.credits += msg.credits;
         s.starved = false;
-        if (!s.tookBack && s.protocol >= TAKE_BACK_SINCE && s.workerId !== null) this.takeBackUnheld(s, s.workerId);
+        if (!s.tookBack) this.takeBackUnheld(s);
         this.scheduleDispatch();
         return;
       case 'heartbeat':
@@ -299,6 +299,10 @@ export class WorkerGateway {
     // One live session per worker: a reconnect replaces a half-open old socket.
     const previous = this.byWorker.get(workerId);
     if (previous && previous !== s) {
+      // Its old socket, half-open, or another process with the same id (containers from one
+      // image with a fixed hostname): the latter still runs what it holds, so nothing it holds
+      // may be taken back as unheld.
+      s.tookBack = true;
       previous.phase = 'closed';
       this.sessions.delete(previous.id);
       this.closeSession(previous, CLOSE_CODES.replaced, 'replaced by a newer session of the same worker');
@@ -367,7 +371,12 @@ export class WorkerGateway {
       close();
       if (!o.ok) {
         // Nothing in the batch is stored. Each worker is told; its result stays in its outbox.
-        for (const session of new Set(batch.map((r) => r.session))) this.internalError(session, o.error);
+        for (const session of new Set(batch.map((r) => r.session))) {
+          // Re-sent later, perhaps after the session's first pull: a take-back then would find
+          // those finished tasks' leases unheld and run them again.
+          session.tookBack = true;
+          this.internalError(session, o.error);
+        }
         return;
       }
       const finished: Array<{ state: TaskState; durationMs: number }> = [];
@@ -464,10 +473,14 @@ export class WorkerGateway {
    * and only on sessions of TAKE_BACK_SINCE or later: by then the worker has listed what it
    * holds (hello) and re-sent its finished results, and their settle op was queued when they
    * arrived, before this one, so it runs first in the same commit. A task taken back here was
-   * not on the worker.
+   * not on the worker. A session forgoes it (tookBack set beforehand) when a result batch of
+   * its failed to commit, or when its hello replaced a session still open.
    */
-  private takeBackUnheld(s: Session, workerId: string): void {
+  private takeBackUnheld(s: Session): void {
     s.tookBack = true;
+    const workerId = s.workerId;
+    // Pulled before its registration committed (against the protocol): no promise to rely on.
+    if (s.protocol < TAKE_BACK_SINCE || workerId === null) return;
     this.o.committer
       .run(() => this.o.store.requeueUnheld({ workerId, sessionId: s.id }))
       .then((n) => {

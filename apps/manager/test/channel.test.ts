@@ -445,6 +445,43 @@ describe('worker channel', () => {
       expect(m.store.db.prepare('SELECT lease_id AS l FROM tasks WHERE id = ?').get(parseTaskId(missing.taskId))).toEqual({ l: missing.leaseId });
     });
 
+    it('stay when a result re-sent before the first pull failed to commit: that session takes nothing back', async () => {
+      await submit([{ command: ['done-offline'] }]);
+      const w1 = await connect();
+      const { workerId } = await w1.hello({ name: 'flaky' });
+      w1.send({ type: 'pull', credits: 1 });
+      const [t] = (await w1.next('tasks')).tasks;
+      await w1.close();
+      const w2 = await connect();
+      await w2.hello({ name: 'flaky', workerId, running: [] }); // it finished while disconnected
+      // The result's commit fails (a trigger on the manager's own connection stands in for a
+      // full disk); the worker re-sends it later, after its first pull.
+      m.store.db.exec(`CREATE TEMP TRIGGER no_success BEFORE UPDATE OF state ON main.tasks WHEN new.state = 'succeeded' BEGIN SELECT RAISE(ABORT, 'no space'); END`);
+      w2.send({ type: 'results', results: [{ taskId: t!.taskId, leaseId: t!.leaseId, report: okReport }] });
+      expect(await w2.next('error')).toMatchObject({ fatal: false });
+      m.store.db.exec('DROP TRIGGER no_success');
+      w2.send({ type: 'pull', credits: 1 });
+      expect((await w2.result('task-999999', 'no-such-lease')).status).toBe('stale'); // the pull was handled
+      w2.send({ type: 'results', results: [{ taskId: t!.taskId, leaseId: t!.leaseId, report: okReport }] });
+      expect(await w2.next('ack')).toMatchObject({ taskId: t!.taskId, status: 'recorded' });
+      expect(m.store.getTask(parseTaskId(t!.taskId)!)!).toMatchObject({ state: 'succeeded', attempts: 1 });
+    });
+
+    it('stay with a second live process of the same worker id: a hello that replaces an open session takes nothing back', async () => {
+      // Containers from one image with its work dir baked in and a fixed hostname share an id.
+      await submit([{ command: ['long'] }, { command: ['other'] }]);
+      const w1 = await connect();
+      const { workerId } = await w1.hello({ name: 'c1', hostname: 'worker', slots: 1 });
+      w1.send({ type: 'pull', credits: 1 });
+      const [a] = (await w1.next('tasks')).tasks;
+      const w2 = await connect();
+      await w2.hello({ name: 'c2', hostname: 'worker', slots: 1, workerId, running: [] });
+      w2.send({ type: 'pull', credits: 1 });
+      const [got] = (await w2.next('tasks')).tasks;
+      expect(got!.taskId).not.toBe(a!.taskId);
+      expect(m.store.getTask(parseTaskId(a!.taskId)!)!).toMatchObject({ state: 'running', attempts: 1 });
+    });
+
     it('do not include a result re-sent before the first pull: it is recorded, not requeued', async () => {
       await submit([{ command: ['done-offline'] }]);
       const w1 = await connect();

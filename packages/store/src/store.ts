@@ -590,8 +590,14 @@ export class TaskStore {
       const limit = wanted + CLAIM_LOOKAHEAD + leases.length;
       const candidates = this.queueCandidates(labels, Math.max(...free), limit);
       let next = 0;
+      let open = members.reduce((n, _, m) => n + (free[m]! > 0 && room[m]! > 0 ? 1 : 0), 0);
+      // The fewest slots no member had room for: free slots only shrink, so a task that big or
+      // bigger is skipped without a scan. Without it, every row of a wide class behind the ones
+      // dealt cost a scan of all the members (the walks keep every class's rows).
+      let noRoomFrom = Number.POSITIVE_INFINITY;
       for (const [id, slots] of candidates) {
-        if (dealt.has(id)) continue;
+        if (open === 0) break;
+        if (slots >= noRoomFrom || dealt.has(id)) continue;
         // The next member (round-robin) with room for this task, if any.
         let k = -1;
         for (let step = 0; step < members.length; step++) {
@@ -601,14 +607,17 @@ export class TaskStore {
             break;
           }
         }
-        if (k < 0) continue;
+        if (k < 0) {
+          noRoomFrom = slots;
+          continue;
+        }
         free[k]! -= slots;
         room[k]! -= 1;
+        if (free[k] === 0 || room[k] === 0) open--;
         next = (k + 1) % members.length;
         const { session } = requests[members[k]!]!;
         dealt.set(id, { request: members[k]!, slots, rank: leases.length });
         leases.push([id, session.workerId, session.sessionId]);
-        if (free.every((f, m) => f === 0 || room[m] === 0)) break;
       }
     }
     if (leases.length === 0) return out;
