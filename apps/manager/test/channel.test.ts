@@ -421,6 +421,19 @@ describe('worker channel', () => {
       return { w2, kept: kept!, missing: missing! };
     }
 
+    /** A worker whose task finished while it was disconnected, back on a new session, owing the result. */
+    async function finishedOffline() {
+      await submit([{ command: ['done-offline'] }]);
+      const w1 = await connect();
+      const { workerId } = await w1.hello({ name: 'flaky' });
+      w1.send({ type: 'pull', credits: 1 });
+      const [t] = (await w1.next('tasks')).tasks;
+      await w1.close();
+      const w2 = await connect();
+      await w2.hello({ name: 'flaky', workerId, running: [] });
+      return { w2, t: t! };
+    }
+
     it('are taken back at the first pull, from protocol 4 on, not after the TTL', async () => {
       const { w2, kept, missing } = await reconnectHolding(PROTOCOL_VERSION);
       w2.send({ type: 'pull', credits: 1 });
@@ -446,14 +459,7 @@ describe('worker channel', () => {
     });
 
     it('stay when a result re-sent before the first pull failed to commit: that session takes nothing back', async () => {
-      await submit([{ command: ['done-offline'] }]);
-      const w1 = await connect();
-      const { workerId } = await w1.hello({ name: 'flaky' });
-      w1.send({ type: 'pull', credits: 1 });
-      const [t] = (await w1.next('tasks')).tasks;
-      await w1.close();
-      const w2 = await connect();
-      await w2.hello({ name: 'flaky', workerId, running: [] }); // it finished while disconnected
+      const { w2, t } = await finishedOffline();
       // The result's commit fails (a trigger on the manager's own connection stands in for a
       // full disk); the worker re-sends it later, after its first pull.
       m.store.db.exec(`CREATE TEMP TRIGGER no_success BEFORE UPDATE OF state ON main.tasks WHEN new.state = 'succeeded' BEGIN SELECT RAISE(ABORT, 'no space'); END`);
@@ -483,14 +489,7 @@ describe('worker channel', () => {
     });
 
     it('do not include a result re-sent before the first pull: it is recorded, not requeued', async () => {
-      await submit([{ command: ['done-offline'] }]);
-      const w1 = await connect();
-      const { workerId } = await w1.hello({ name: 'flaky' });
-      w1.send({ type: 'pull', credits: 1 });
-      const [t] = (await w1.next('tasks')).tasks;
-      await w1.close();
-      const w2 = await connect();
-      await w2.hello({ name: 'flaky', workerId, running: [] }); // it finished while disconnected
+      const { w2, t } = await finishedOffline();
       // As a worker re-sends its outbox: the results, then the pull.
       w2.send({ type: 'results', results: [{ taskId: t!.taskId, leaseId: t!.leaseId, report: okReport }] });
       w2.send({ type: 'pull', credits: 1 });
