@@ -29,7 +29,7 @@ import {
   type TaskState,
   type WorkerMessage as WorkerMessageT,
 } from '@pullman/protocol';
-import type { ClaimRequest, ClaimedTask, LeaseToCancel, ReportItem, ReportOutcome, SubmitOutcome, TaskStore } from '@pullman/store';
+import type { ClaimRequest, ClaimedTask, LeaseToCancel, LostTasks, ReportItem, ReportOutcome, SubmitOutcome, TaskStore } from '@pullman/store';
 import { HOT, type GroupCommitter } from './committer.js';
 import type { ManagerMetrics } from './metrics.js';
 
@@ -274,9 +274,8 @@ export class WorkerGateway {
           this.o.store.setWorkerState(workerId, 'gone');
           return this.o.store.requeueWorkerTasks(workerId, 'worker said bye while holding the task');
         });
-        this.o.log.info({ workerId, requeued: lost }, 'worker said bye');
-        if (lost > 0) this.o.metrics.requeued('worker-gone', lost);
-        if (lost > 0) this.kick();
+        this.o.log.info({ workerId, ...lost }, 'worker said bye');
+        this.countLosses('worker-gone', lost);
         this.closeSession(s, CLOSE_CODES.normal, 'bye');
         return;
       }
@@ -483,13 +482,19 @@ export class WorkerGateway {
     if (s.protocol < TAKE_BACK_SINCE || workerId === null) return;
     this.o.committer
       .run(() => this.o.store.requeueUnheld({ workerId, sessionId: s.id }))
-      .then((n) => {
-        if (n === 0) return;
-        this.o.log.info({ workerId, requeued: n }, 'requeued leases the reconnected worker does not hold');
-        this.o.metrics.requeued('not-on-worker', n);
-        this.kick();
+      .then((lost) => {
+        if (lost.requeued + lost.failed === 0) return;
+        this.o.log.info({ workerId, ...lost }, 'took back the leases the reconnected worker does not hold');
+        this.countLosses('not-on-worker', lost);
       })
       .catch((err: unknown) => this.o.log.error({ err, workerId }, 'could not requeue the leases the worker does not hold; they expire after the lease TTL'));
+  }
+
+  /** Counts tasks taken back from a worker: the requeued ones, and those failed WORKER_LOST. */
+  private countLosses(reason: 'worker-gone' | 'not-on-worker', lost: LostTasks): void {
+    this.o.metrics.requeued(reason, lost.requeued);
+    this.o.metrics.tasksEnded('failed', lost.failed);
+    if (lost.requeued > 0) this.kick();
   }
 
   /** A dispatch round runs just before the next group commit and claims inside it. */

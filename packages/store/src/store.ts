@@ -130,7 +130,8 @@ export type ReportOutcome =
   | { status: 'stale' }
   | { status: 'recorded'; taskState: TaskState; jobId: string; requeued: boolean };
 
-export interface ExpiredResult {
+/** Tasks taken back from a worker as losses: requeued, or failed WORKER_LOST past MAX_LOSSES. */
+export interface LostTasks {
   requeued: number;
   failed: number;
 }
@@ -809,39 +810,37 @@ export class TaskStore {
    * Requeues tasks whose lease expired (their worker vanished) without spending a retry;
    * a task lost more than MAX_LOSSES times fails with WORKER_LOST. Handles up to `limit`.
    */
-  requeueExpired(limit = 1_000): ExpiredResult {
+  requeueExpired(limit = 1_000): LostTasks {
     const now = this.clock.now();
-    const out: ExpiredResult = { requeued: 0, failed: 0 };
-    for (const row of this.s.expiredLeases.all(now, limit) as TaskRow[]) {
-      const state = this.loseTask(row, 'lost', `lease expired on worker ${row.worker_id ?? '?'}`, now);
-      if (state === 'queued') out.requeued++;
-      else out.failed++;
-    }
-    return out;
+    return this.loseAll(this.s.expiredLeases.all(now, limit) as TaskRow[], (row) => `lease expired on worker ${row.worker_id ?? '?'}`, now);
   }
 
   /**
    * Requeues every task a worker still holds, at once, as infrastructure losses (the worker said
-   * bye or was declared gone). Returns how many were taken back.
+   * bye or was declared gone).
    */
-  requeueWorkerTasks(workerId: string, reason: string): number {
-    const now = this.clock.now();
-    const rows = this.s.runningTasksOfWorker.all(workerId) as TaskRow[];
-    for (const row of rows) this.loseTask(row, 'lost', reason, now);
-    return rows.length;
+  requeueWorkerTasks(workerId: string, reason: string): LostTasks {
+    return this.loseAll(this.s.runningTasksOfWorker.all(workerId) as TaskRow[], () => reason, this.clock.now());
   }
 
   /**
    * Requeues, as infrastructure losses (no retry spent), the leases a worker holds under sessions
    * other than this one. Called at a new session's first pull, once the worker has listed what
    * it holds and re-sent what it finished (protocol TAKE_BACK_SINCE): any other lease of it is a
-   * task it never got. Without this such a task waited a whole lease TTL. Returns how many.
+   * task it never got. Without this such a task waited a whole lease TTL.
    */
-  requeueUnheld(session: SessionRef): number {
-    const now = this.clock.now();
-    const rows = this.s.leasesOfOtherSessions.all(session.workerId, session.sessionId) as TaskRow[];
-    for (const row of rows) this.loseTask(row, 'lost', 'not on its worker when it reconnected', now);
-    return rows.length;
+  requeueUnheld(session: SessionRef): LostTasks {
+    return this.loseAll(this.s.leasesOfOtherSessions.all(session.workerId, session.sessionId) as TaskRow[], () => 'not on its worker when it reconnected', this.clock.now());
+  }
+
+  /** Takes back each task as a loss; counts the requeued and the failed (past MAX_LOSSES). */
+  private loseAll(rows: readonly TaskRow[], message: (row: TaskRow) => string, now: number): LostTasks {
+    const out: LostTasks = { requeued: 0, failed: 0 };
+    for (const row of rows) {
+      if (this.loseTask(row, 'lost', message(row), now) === 'queued') out.requeued++;
+      else out.failed++;
+    }
+    return out;
   }
 
   /**

@@ -298,7 +298,7 @@ describe('queue classes (tasks with the same labels and slots)', () => {
 
     it('after its worker was declared gone', () => {
       const { store } = drainGpuClass();
-      expect(store.requeueWorkerTasks('w-gpu', 'gone')).toBe(1);
+      expect(store.requeueWorkerTasks('w-gpu', 'gone')).toEqual({ requeued: 1, failed: 0 });
       expect(claimGpu(store)).toEqual(['g']);
     });
 

@@ -220,10 +220,19 @@ describe('requeueWorkerTasks', () => {
     store.createJob({ tasks: [sh('a'), sh('b'), sh('c')] });
     store.claimTasks(session('w-1', 's'), [], 2);
     store.claimTasks(session('w-2', 's'), [], 1);
-    expect(store.requeueWorkerTasks('w-1', 'worker said bye')).toBe(2);
+    expect(store.requeueWorkerTasks('w-1', 'worker said bye')).toEqual({ requeued: 2, failed: 0 });
     expect(store.getJob(1)!.counts).toMatchObject({ queued: 2, running: 1 });
     expect(store.getTask(1)!.history![0]).toMatchObject({ outcome: 'lost', error: { code: 'WORKER_LOST' } });
-    expect(store.requeueWorkerTasks('w-1', 'again')).toBe(0);
+    expect(store.requeueWorkerTasks('w-1', 'again')).toEqual({ requeued: 0, failed: 0 });
+  });
+
+  it('counts a task past MAX_LOSSES as failed, not requeued', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('a')] });
+    store.claimTasks(session('w-1', 's'), [], 1);
+    store.db.prepare('UPDATE tasks SET losses = ? WHERE id = 1').run(MAX_LOSSES);
+    expect(store.requeueWorkerTasks('w-1', 'worker said bye')).toEqual({ requeued: 0, failed: 1 });
+    expect(store.getTask(1)!.state).toBe('failed');
   });
 });
 
@@ -234,14 +243,14 @@ describe('requeueUnheld', () => {
     store.claimTasks(session('w-1', 's-old'), [], 2);
     store.claimTasks(session('w-1', 's-new'), [], 1);
     store.claimTasks(session('w-2', 's-old'), [], 1);
-    expect(store.requeueUnheld(session('w-1', 's-new'))).toBe(2);
+    expect(store.requeueUnheld(session('w-1', 's-new'))).toEqual({ requeued: 2, failed: 0 });
     expect(store.getJob(1)!.counts).toMatchObject({ queued: 2, running: 2 });
     expect(store.getTask(1)!.state).toBe('queued');
     expect(store.db.prepare('SELECT losses, failures FROM tasks WHERE id = 1').get()).toEqual({ losses: 1, failures: 0 }); // no retry spent
     expect(store.getTask(1)!.history![0]).toMatchObject({ outcome: 'lost', error: { code: 'WORKER_LOST', message: 'not on its worker when it reconnected' } });
     expect(store.getTask(3)!.state).toBe('running'); // this session's
     expect(store.getTask(4)!.state).toBe('running'); // another worker's
-    expect(store.requeueUnheld(session('w-1', 's-new'))).toBe(0);
+    expect(store.requeueUnheld(session('w-1', 's-new'))).toEqual({ requeued: 0, failed: 0 });
   });
 });
 
