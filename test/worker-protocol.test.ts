@@ -231,4 +231,37 @@ describe('a task delivered again under a new lease', () => {
     expect(reported().find((r) => r.leaseId === 'lease-2')!.report).toMatchObject({ exitCode: 0, cancelled: false });
     expect(reported().find((r) => r.leaseId === 'lease-1')!.report).toMatchObject({ cancelled: true });
   });
+
+  it('keeps the current lease through a reconnect whose welcome names the task both resumed and lost', async () => {
+    // welcome's lists name tasks. Held under two leases (the old one's process still dying), the
+    // task is listed twice in hello, and a real manager answers resumed: [it] for the current
+    // lease and lost: [it] for the old one. Only the old run may stop.
+    const frames: Frame[] = [];
+    const hellos: Frame[] = [];
+    const task = (leaseId: string, attempt: number) => JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-1', jobId: 'job-1', key: null, attempt, leaseId, spec: {
+      shell: 'if [ "$PULLMAN_ATTEMPT" = 1 ]; then trap "" TERM; sleep 15 & wait; else sleep 3; fi', // 1 ignores TERM, for longer than the test
+    } }] });
+    const m = await startScriptedManager((ws, msg) => {
+      if (msg.type === 'hello') {
+        hellos.push(msg);
+        const running = msg.running as Array<{ taskId: string; leaseId: string }>;
+        const resumed = running.filter((r) => r.leaseId === 'lease-2').map((r) => r.taskId);
+        const lost = running.filter((r) => r.leaseId !== 'lease-2').map((r) => r.taskId);
+        return void ws.send(JSON.stringify({ ...JSON.parse(welcome(PROTOCOL_VERSION)), sessionId: `s-${hellos.length}`, resumed, lost }));
+      }
+      if (msg.type === 'heartbeat') return;
+      frames.push(msg);
+      if (msg.type === 'pull' && frames.length === 1) ws.send(task('lease-1', 1));
+    });
+    const w = startWorker(m, { name: 'two-leases', slots: 2, env: { PULLMAN_KILL_GRACE: '20s' } });
+    await w.waitForLog((l) => l.msg === 'task started', 'task started', 60_000);
+    sendFrames(m.clients()[0]!, [JSON.stringify({ type: 'cancel', taskId: 'task-1', leaseId: 'lease-1' }), task('lease-2', 2)]);
+    await until('lease-2 started', () => (w.logs.filter((l) => l.msg === 'task started').length === 2 ? true : undefined), 30_000, 50);
+    m.clients()[0]!.terminate(); // a network blip while lease-1's process still dies
+    await until('the second hello', () => (hellos.length === 2 ? true : undefined), 30_000, 50);
+    expect(hellos[1]!.running).toEqual(expect.arrayContaining([{ taskId: 'task-1', leaseId: 'lease-1' }, { taskId: 'task-1', leaseId: 'lease-2' }]));
+    const reported = () => frames.flatMap((f) => (f.type === 'results' ? (f.results as Array<{ leaseId: string; report: { exitCode: number | null; cancelled: boolean } }>) : []));
+    await until('lease-2 reported', () => reported().find((r) => r.leaseId === 'lease-2'), 30_000, 50);
+    expect(reported().find((r) => r.leaseId === 'lease-2')!.report).toMatchObject({ exitCode: 0, cancelled: false });
+  });
 });

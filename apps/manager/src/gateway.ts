@@ -243,10 +243,8 @@ export class WorkerGateway {
           return taskSeq === null ? { status: 'stale' as const } : this.o.store.releaseTask(workerId, { taskSeq, leaseId: msg.leaseId }, msg.reason);
         });
         this.ack(s, msg.taskId, msg.leaseId, outcome.status);
-        if (outcome.status === 'recorded') {
-          this.o.metrics.requeued('released');
-          this.kick();
-        }
+        // A release past MAX_LOSSES fails the task (WORKER_LOST) instead of requeueing it.
+        if (outcome.status === 'recorded') this.countLosses('released', { requeued: outcome.requeued ? 1 : 0, failed: outcome.requeued ? 0 : 1 });
         return;
       }
       case 'health':
@@ -491,7 +489,7 @@ export class WorkerGateway {
   }
 
   /** Counts tasks taken back from a worker: the requeued ones, and those failed WORKER_LOST. */
-  private countLosses(reason: 'worker-gone' | 'not-on-worker', lost: LostTasks): void {
+  private countLosses(reason: 'released' | 'worker-gone' | 'not-on-worker', lost: LostTasks): void {
     this.o.metrics.requeued(reason, lost.requeued);
     this.o.metrics.tasksEnded('failed', lost.failed);
     if (lost.requeued > 0) this.kick();

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import request from 'supertest';
 import { MAX_JSON_DEPTH, PROTOCOL_VERSION, parseTaskId, type HelloMessage } from '@pullman/protocol';
+import { MAX_LOSSES } from '@pullman/store';
 import { ADMIN, WORKER, auth, startManager, type TestManager } from './helpers.js';
 import { TestWorker, okReport } from './ws-client.js';
 
@@ -496,6 +497,18 @@ describe('worker channel', () => {
       expect(await w2.next('ack')).toMatchObject({ taskId: t!.taskId, leaseId: t!.leaseId, status: 'recorded' });
       expect(m.store.getTask(parseTaskId(t!.taskId)!)!).toMatchObject({ state: 'succeeded', attempts: 1 });
     });
+  });
+
+  it('counts a release past MAX_LOSSES as a failed task, not a requeued one', async () => {
+    await submit([{ command: ['a'] }]);
+    const { w, tasks: [t] } = await pulling({ name: 'r' });
+    m.store.db.prepare('UPDATE tasks SET losses = ? WHERE id = ?').run(MAX_LOSSES, parseTaskId(t!.taskId));
+    w.send({ type: 'release', taskId: t!.taskId, leaseId: t!.leaseId, reason: 'drain' });
+    expect((await w.next('ack')).status).toBe('recorded');
+    expect(m.store.getTask(parseTaskId(t!.taskId)!)!.state).toBe('failed');
+    const text = (await request(m.app.server).get('/metrics').set(auth())).text;
+    expect(text).toMatch(/pullman_tasks_requeued_total\{reason="released"\} 0\n/);
+    expect(text).toMatch(/pullman_tasks_finished_total\{outcome="failed"\} 1\n/);
   });
 
   it('a released task is requeued without spending a retry and goes to another worker', async () => {

@@ -384,9 +384,19 @@ export class WorkerDaemon {
       await writeFile(this.idFile, `${msg.workerId}\n`);
       if (this.ws !== ws) return;
     }
-    // The manager gave these leases away (expired, cancelled): stop the now-pointless runs.
+    // The manager gave these leases away (expired, cancelled): stop the now-pointless runs. Both
+    // lists name tasks, not leases, and a task may be held under two (an old lease's process still
+    // dying, a new one running): a task also resumed keeps its current lease, the one of its
+    // latest attempt (each claim counts one more), and only the older ones stop.
     const lost = new Set(msg.lost);
-    for (const r of this.held.values()) if (lost.has(r.task.taskId)) stopHeld(r, 'cancel');
+    const resumed = new Set(msg.resumed);
+    const latest = new Map<string, number>();
+    for (const r of this.held.values()) latest.set(r.task.taskId, Math.max(latest.get(r.task.taskId) ?? 0, r.task.attempt));
+    for (const r of this.held.values()) {
+      if (!lost.has(r.task.taskId)) continue;
+      if (resumed.has(r.task.taskId) && r.task.attempt === latest.get(r.task.taskId)) continue;
+      stopHeld(r, 'cancel');
+    }
     this.startHeartbeats(msg.heartbeatIntervalMs, msg.leaseTtlMs);
     if (this.state === 'connecting') this.setState('running');
     // Hand back tasks a crashed predecessor was running: requeued now instead of after the TTL.
@@ -495,14 +505,16 @@ export class WorkerDaemon {
 
   /**
    * A task whose start threw (a bug: the executor reports failures in the report). The worker
-   * goes on: an escaped rejection ended it, and with it every task it ran. The lease expires
-   * and the task returns to the queue; a slot it still held as starting is freed.
+   * goes on: an escaped rejection ended it, and with it every task it ran. The task goes back
+   * (this session's heartbeats would keep its lease alive forever otherwise), and a slot it
+   * still held as starting is freed.
    */
   private startFailed(task: TaskAssignment, err: unknown): void {
-    this.log.error({ err, taskId: task.taskId }, 'task could not be started; its lease will expire');
+    this.log.error({ err, taskId: task.taskId }, 'task could not be started; giving it back');
     const h = this.held.get(leaseKey(task));
     if (h?.phase !== 'starting') return;
     this.held.delete(leaseKey(task));
+    this.sendRelease(task.taskId, task.leaseId, 'shutdown');
     this.grantCredits(h.slots);
     this.wakeSettled();
   }

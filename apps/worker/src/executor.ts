@@ -154,6 +154,15 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
   const stdoutTail = new Tail(MAX_TAIL_BYTES);
   const stderrTail = new Tail(MAX_TAIL_BYTES);
 
+  // Before the spawn: a spec that throws here (a timeout past MAX_DURATION_MS from a manager that
+  // did not check it) must not leave a process nobody tracks.
+  let timeoutMs: number | null;
+  try {
+    timeoutMs = taskTimeoutMs(spec);
+  } catch (err) {
+    return failedToStart(task, { code: 'SPAWN_FAILED', message: `timeout: ${(err as Error).message}` }, started);
+  }
+
   // detached: the child leads a new process group, so one kill(-pid) reaches every descendant.
   let child: ReturnType<typeof spawn>;
   try {
@@ -184,7 +193,6 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
     killTimer.unref();
   };
 
-  const timeoutMs = taskTimeoutMs(spec);
   const timeoutTimer = timeoutMs === null ? null : setTimeout(() => stop('timeout'), timeoutMs);
 
   child.stdout!.on('data', (d: Buffer) => {

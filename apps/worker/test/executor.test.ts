@@ -412,6 +412,15 @@ describe('startExecution: working directory', () => {
     }
   });
 
+  it('fails with SPAWN_FAILED before spawning anything for a timeout it cannot arm', async () => {
+    // The manager refuses such a timeout; from another source it threw after the spawn, and the
+    // process ran on untracked.
+    const exec = await startExecution(task({ command: ['sleep', '60'], timeout: 3_000_000_000 }), options(freshWorkDir('huge-timeout')));
+    const report = await exec.done;
+    expect(exec.pid).toBeUndefined();
+    expect(report.error).toMatchObject({ code: 'SPAWN_FAILED', message: expect.stringMatching(/^timeout: /) });
+  });
+
   it('fails with SPAWN_FAILED, instead of throwing, when its files cannot be made in the work dir, and says it is the work dir', async () => {
     const workDir = freshWorkDir('scratch-blocked');
     writeFileSync(join(workDir, 'scratch'), ''); // a file where the scratch dirs go (ENOTDIR / EEXIST)

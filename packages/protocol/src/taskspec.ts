@@ -68,6 +68,7 @@ export function resolveTaskSpec(spec: TaskSpec, defaults: TaskDefaults | undefin
 
 /** The first field of `spec` that a process would receive with a NUL byte in it, or null. */
 function nulField(spec: TaskSpec): string | null {
+  if (spec.key?.includes('\0')) return 'key'; // given to the process as PULLMAN_TASK_KEY
   const i = spec.command?.findIndex((a) => a.includes('\0')) ?? -1;
   if (i >= 0) return `command.${i}`;
   if (spec.shell?.includes('\0')) return 'shell';

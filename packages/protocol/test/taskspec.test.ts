@@ -94,6 +94,7 @@ describe('resolveTaskSpec', () => {
     expect(bad({ shell: 'echo \0' })).toThrow(/^tasks\.3\.shell: contains a NUL byte/);
     expect(bad({ command: ['true'], cwd: '/tmp/\0' })).toThrow(/^tasks\.3\.cwd: /);
     expect(bad({ command: ['true'] }, { env: { X: 'a\0' } })).toThrow(/^tasks\.3\.env\.X: /);
+    expect(bad({ command: ['true'], key: 'k\0' })).toThrow(/^tasks\.3\.key: /); // PULLMAN_TASK_KEY
     expect(thrown(bad({ shell: '\0' }))).toMatchObject({ code: 'INVALID_TASK_SPEC', status: 400 });
     expect(resolveTaskSpec({ command: ['printf', '\\0'] }, undefined, 't').command).toEqual(['printf', '\\0']); // a backslash and a zero are fine
   });
