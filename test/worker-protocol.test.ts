@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { PROTOCOL_VERSION, sendFrames } from '@pullman/protocol';
 import { tempDir, until } from './harness.js';
 import { killAllProcs, startWorker } from './support/procs.js';
+import type { WebSocket } from 'ws';
 import { closeScriptedManagers, oneTask, startScriptedManager, welcome, type Frame } from './support/scripted-manager.js';
 
 afterEach(async () => {
@@ -263,5 +264,40 @@ describe('a task delivered again under a new lease', () => {
     const reported = () => frames.flatMap((f) => (f.type === 'results' ? (f.results as Array<{ leaseId: string; report: { exitCode: number | null; cancelled: boolean } }>) : []));
     await until('lease-2 reported', () => reported().find((r) => r.leaseId === 'lease-2'), 30_000, 50);
     expect(reported().find((r) => r.leaseId === 'lease-2')!.report).toMatchObject({ exitCode: 0, cancelled: false });
+  });
+
+  it('stops the lost lease when the resumed one of the same task ends between hello and welcome (welcome answers hello\'s list)', async () => {
+    const flagDir = tempDir('zz-flag');
+    const go = join(flagDir, 'go');
+    const frames: Frame[] = [];
+    const hellos: Array<{ ws: WebSocket; msg: Frame }> = [];
+    // lease-1 (attempt 1): its cancel never reached the worker (sent to a replaced session); runs on.
+    // lease-2 (attempt 2): the current lease; ends once the test creates `go`.
+    const task = (leaseId: string, attempt: number) => JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-1', jobId: 'job-1', key: null, attempt, leaseId, spec: {
+      shell: `if [ "$PULLMAN_ATTEMPT" = 1 ]; then sleep 300; else while [ ! -e ${go} ]; do sleep 0.1; done; fi`,
+    } }] });
+    const m = await startScriptedManager((ws, msg) => {
+      if (msg.type === 'hello') {
+        hellos.push({ ws, msg });
+        if (hellos.length === 1) ws.send(welcome(PROTOCOL_VERSION));
+        return; // the second welcome is sent by the test
+      }
+      if (msg.type === 'heartbeat') return;
+      frames.push(msg);
+      if (msg.type === 'pull' && frames.length === 1) sendFrames(ws, [task('lease-1', 1), task('lease-2', 2)]);
+    });
+    const w = startWorker(m, { name: 'window', slots: 2 });
+    await until('both started', () => (w.logs.filter((l) => l.msg === 'task started').length === 2 ? true : undefined), 60_000, 50);
+    m.clients()[0]!.terminate();
+    await until('the second hello', () => (hellos.length === 2 ? true : undefined), 30_000, 50);
+    expect(hellos[1]!.msg.running).toEqual(expect.arrayContaining([{ taskId: 'task-1', leaseId: 'lease-1' }, { taskId: 'task-1', leaseId: 'lease-2' }]));
+    writeFileSync(go, ''); // lease-2 ends before the manager's answer arrives
+    await w.waitForLog((l) => l.msg === 'task finished' && l.exitCode === 0, 'lease-2 finished', 30_000);
+    // What the real manager answers for that hello: lease-2 resumed, lease-1 lost.
+    hellos[1]!.ws.send(JSON.stringify({ ...JSON.parse(welcome(PROTOCOL_VERSION)), sessionId: 's-2', resumed: ['task-1'], lost: ['task-1'] }));
+    const reported = () => frames.flatMap((f) => (f.type === 'results' ? (f.results as Array<{ leaseId: string; report: { cancelled: boolean } }>) : []));
+    // lease-1's lease is gone: the worker must stop it (kill grace is 1s here).
+    await until('lease-1 stopped and reported', () => reported().find((r) => r.leaseId === 'lease-1'), 10_000, 50);
+    expect(reported().find((r) => r.leaseId === 'lease-1')!.report).toMatchObject({ cancelled: true });
   });
 });

@@ -112,6 +112,8 @@ export class WorkerDaemon {
   private resendAttempt = 0;
   /** Every task this worker holds, by leaseKey (one task may be held under two leases: see startTask). */
   private readonly held = new Map<string, Held>();
+  /** The latest attempt of each task the last hello listed: what welcome's resumed refers to. */
+  private helloLatest = new Map<string, number>();
   /**
    * Results and releases sent (or due) and not yet acked, by leaseKey. Every result not yet
    * acked is here, for as long as the process lives: those of this process from the moment they
@@ -266,6 +268,9 @@ export class WorkerDaemon {
 
   private sendHello(): void {
     const running = [...this.held.values()].map((r) => ({ taskId: r.task.taskId, leaseId: r.task.leaseId }));
+    // Welcome answers this list, not what is held when it arrives (a run may end in between).
+    this.helloLatest = new Map();
+    for (const r of this.held.values()) this.helloLatest.set(r.task.taskId, Math.max(this.helloLatest.get(r.task.taskId) ?? 0, r.task.attempt));
     this.send({
       type: 'hello',
       protocol: this.offeredProtocol,
@@ -387,14 +392,12 @@ export class WorkerDaemon {
     // The manager gave these leases away (expired, cancelled): stop the now-pointless runs. Both
     // lists name tasks, not leases, and a task may be held under two (an old lease's process still
     // dying, a new one running): a task also resumed keeps its current lease, the one of its
-    // latest attempt (each claim counts one more), and only the older ones stop.
+    // latest attempt listed in hello (each claim counts one more), and only the older ones stop.
     const lost = new Set(msg.lost);
     const resumed = new Set(msg.resumed);
-    const latest = new Map<string, number>();
-    for (const r of this.held.values()) latest.set(r.task.taskId, Math.max(latest.get(r.task.taskId) ?? 0, r.task.attempt));
     for (const r of this.held.values()) {
       if (!lost.has(r.task.taskId)) continue;
-      if (resumed.has(r.task.taskId) && r.task.attempt === latest.get(r.task.taskId)) continue;
+      if (resumed.has(r.task.taskId) && r.task.attempt === this.helloLatest.get(r.task.taskId)) continue;
       stopHeld(r, 'cancel');
     }
     this.startHeartbeats(msg.heartbeatIntervalMs, msg.leaseTtlMs);
