@@ -372,6 +372,30 @@ describe('worker channel', () => {
     expect(m.store.getTask(parseTaskId(t!.taskId)!)!.state).toBe('cancelled');
   });
 
+  it('tells a reconnecting worker of a task cancelled around its hello: in welcome.lost before, by a cancel after', async () => {
+    // Either way the worker must hear of it, or it runs a cancelled task to its end.
+    for (const cancelFirst of [true, false]) {
+      await submit([{ command: ['sleep', '100'] }]);
+      const w1 = await connect();
+      const { workerId } = await w1.hello({ name: 'r' });
+      w1.send({ type: 'pull', credits: 1 });
+      const [t] = (await w1.next('tasks')).tasks;
+      await w1.close();
+      const cancel = async () => expect((await request(m.app.server).post(`/v1/tasks/${t!.taskId}/cancel`).set(auth())).body.state).toBe('cancelled');
+      if (cancelFirst) await cancel();
+      const w2 = await connect();
+      const welcome = await w2.hello({ name: 'r', workerId, running: [{ taskId: t!.taskId, leaseId: t!.leaseId }] });
+      if (cancelFirst) {
+        expect(welcome).toMatchObject({ resumed: [], lost: [t!.taskId] });
+      } else {
+        expect(welcome.resumed).toEqual([t!.taskId]);
+        await cancel();
+        expect(await w2.next('cancel')).toMatchObject({ taskId: t!.taskId, leaseId: t!.leaseId });
+      }
+      await w2.close();
+    }
+  });
+
   it('propagates a job cancel to every worker running its tasks', async () => {
     const jobId = await submit([{ command: ['a'] }, { command: ['b'] }, { command: ['c'] }]);
     const w = await connect();
