@@ -35,6 +35,7 @@ import { BatchStatement } from './batch.js';
 import { BACKSTOP_PAGES, BackgroundCheckpointer } from './checkpointer.js';
 import { openDatabase, type SyncMode } from './db.js';
 import { QueueClasses } from './queue-classes.js';
+import { groupByLabels, type LabelGroup, type Taker } from './dealing.js';
 
 /**
  * Extra candidates a claim looks at beyond its slot count, so that when the head of the queue
@@ -572,52 +573,19 @@ export class TaskStore {
     // Task id -> the request it was dealt to, its slots, and its place in the dealing order.
     const dealt = new Map<number, { request: number; slots: number; rank: number }>();
     const leases: Array<[taskSeq: number, workerId: string, sessionId: string]> = [];
-    // Requests by label set (the sorted labels as key), in request order.
-    const groups = new Map<string, { labels: ReadonlySet<string>; members: number[] }>();
-    requests.forEach((r, i) => {
-      if (r.freeSlots < 1) return;
-      const labels = new Set(r.labels);
-      const key = JSON.stringify([...labels].sort());
-      const group = groups.get(key);
-      if (group) group.members.push(i);
-      else groups.set(key, { labels, members: [i] });
-    });
-    for (const { labels, members } of groups.values()) {
-      const free = members.map((i) => requests[i]!.freeSlots);
-      const room = members.map((i) => requests[i]!.maxTasks ?? 256);
-      const wanted = members.reduce((n, i, k) => n + Math.min(free[k]!, room[k]!), 0);
+    // Requests by label set, in request order (dealing.ts).
+    const groups = groupByLabels(requests.map((r) => ({ labels: new Set(r.labels), free: r.freeSlots, room: r.maxTasks ?? 256 })));
+    for (const group of groups) {
       // A task fit for several label sets is a candidate in each group: look past the ones
       // an earlier group was dealt, which are still queued until the lease statement runs.
-      const limit = wanted + CLAIM_LOOKAHEAD + leases.length;
-      const candidates = this.queueCandidates(labels, Math.max(...free), limit);
-      let next = 0;
-      let open = members.reduce((n, _, m) => n + (free[m]! > 0 && room[m]! > 0 ? 1 : 0), 0);
-      // The fewest slots no member had room for: free slots only shrink, so a task that big or
-      // bigger is skipped without a scan. Without it, every row of a wide class behind the ones
-      // dealt cost a scan of all the members (the walks keep every class's rows).
-      let noRoomFrom = Number.POSITIVE_INFINITY;
-      for (const [id, slots] of candidates) {
-        if (open === 0) break;
-        if (slots >= noRoomFrom || dealt.has(id)) continue;
-        // The next member (round-robin) with room for this task, if any.
-        let k = -1;
-        for (let step = 0; step < members.length; step++) {
-          const m = (next + step) % members.length;
-          if (free[m]! >= slots && room[m]! > 0) {
-            k = m;
-            break;
-          }
-        }
-        if (k < 0) {
-          noRoomFrom = slots;
-          continue;
-        }
-        free[k]! -= slots;
-        room[k]! -= 1;
-        if (free[k] === 0 || room[k] === 0) open--;
-        next = (k + 1) % members.length;
-        const { session } = requests[members[k]!]!;
-        dealt.set(id, { request: members[k]!, slots, rank: leases.length });
+      const limit = group.wanted + CLAIM_LOOKAHEAD + leases.length;
+      for (const [id, slots] of this.queueCandidates(group.labels, group.maxFree, limit)) {
+        if (group.open === 0) break;
+        if (dealt.has(id)) continue;
+        const request = group.take(slots);
+        if (request < 0) continue;
+        const { session } = requests[request]!;
+        dealt.set(id, { request, slots, rank: leases.length });
         leases.push([id, session.workerId, session.sessionId]);
       }
     }
@@ -1005,51 +973,23 @@ export class TaskStore {
   }
 }
 
-/** Methods that run in a transaction of their own (a savepoint when nested). */
-/** A waiting worker a submission may hand tasks to (TaskStore.submitTasks). */
-interface Taker {
-  labels: ReadonlySet<string>;
-  free: number;
-  room: number;
-}
-
-/** Takers of one label set, dealt round-robin (dealSubmission). */
-interface TakerGroup {
-  labels: ReadonlySet<string>;
-  members: number[];
-  next: number;
-  /** Members with room left. */
-  open: number;
-}
-
 /**
  * Deals a submission's tasks to the takers (null: not taking) in queue order, priority first,
- * then submission order: each task to the next taker, round-robin, of the first label set that
- * has the labels it requires and a taker with the slots for it, as claimBatch deals the queue.
- * Returns, per spec, the taker and the task's place in the dealing order, or undefined.
+ * then submission order: each task to the first label set that has the labels it requires and a
+ * member with room for it (dealing.ts), as claimBatch deals the queue. Returns, per spec, the
+ * taker and the task's place in the dealing order, or undefined.
  *
  * The label sets that can take a class of task (its required labels and slots) are found once
- * per class, and a class that found no taker with room is not tried again: free slots only
- * shrink while dealing. So a thousand tasks that thousands of waiting workers cannot take (GPU
- * work, host-labelled workers) cost one check per label set, not one per task and label set.
+ * per class, and a class that found no room is not tried again: free slots only shrink while
+ * dealing. So a thousand tasks that thousands of waiting workers cannot take (GPU work,
+ * host-labelled workers) cost one check per label set, not one per task and label set.
  */
 function dealSubmission(specs: readonly TaskSpec[], takers: ReadonlyArray<Taker | null>): Array<{ request: number; rank: number } | undefined> {
   const out = new Array<{ request: number; rank: number } | undefined>(specs.length);
-  const byLabels = new Map<string, TakerGroup>();
-  takers.forEach((t, k) => {
-    if (t === null || t.room < 1) return;
-    const key = JSON.stringify([...t.labels].sort());
-    const group = byLabels.get(key) ?? { labels: t.labels, members: [], next: 0, open: 0 };
-    byLabels.set(key, group);
-    group.members.push(k);
-    group.open++;
-  });
-  const groups = [...byLabels.values()];
-  const free = takers.map((t) => t?.free ?? 0);
-  const room = takers.map((t) => t?.room ?? 0);
+  const groups = groupByLabels(takers);
   let open = groups.reduce((n, g) => n + g.open, 0);
   // Class key -> the groups that can take it, or null once none has room for it.
-  const fitting = new Map<string, TakerGroup[] | null>();
+  const fitting = new Map<string, LabelGroup[] | null>();
   const order = specs.map((_, i) => i).sort((a, b) => (specs[b]!.priority ?? 0) - (specs[a]!.priority ?? 0) || a - b);
   let rank = 0;
   for (const i of order) {
@@ -1060,32 +1000,20 @@ function dealSubmission(specs: readonly TaskSpec[], takers: ReadonlyArray<Taker 
     let candidates = fitting.get(key);
     if (candidates === undefined) fitting.set(key, (candidates = groups.filter((g) => requires.every((l) => g.labels.has(l)))));
     if (candidates === null) continue;
-    let dealt = false;
-    for (const g of candidates) {
-      if (g.open === 0) continue;
-      const n = g.members.length;
-      let step = 0;
-      while (step < n && free[g.members[(g.next + step) % n]!]! < slots) step++;
-      if (step === n) continue;
-      const pos = (g.next + step) % n;
-      const k = g.members[pos]!;
-      free[k]! -= slots;
-      room[k]! -= 1;
-      if (free[k] === 0 || room[k] === 0) {
-        free[k] = 0; // full: skipped by every later task
-        g.open--;
-        open--;
-      }
-      g.next = (pos + 1) % n;
-      out[i] = { request: k, rank: rank++ };
-      dealt = true;
-      break;
-    }
-    if (!dealt) fitting.set(key, null);
+    const dealtTo = candidates.find((g) => {
+      const before = g.open;
+      const request = g.take(slots);
+      if (request < 0) return false;
+      open -= before - g.open;
+      out[i] = { request, rank: rank++ };
+      return true;
+    });
+    if (dealtTo === undefined) fitting.set(key, null);
   }
   return out;
 }
 
+/** Methods that run in a transaction of their own (a savepoint when nested). */
 const TRANSACTIONAL = [
   'createJob', 'submitTasks', 'sealJob', 'cancelJob', 'retryJob', 'cancelTask', 'claimTasks', 'claimBatch', 'extendLeases',
   'completeTask', 'failTask', 'reportExecution', 'settleReports', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'requeueUnheld', 'resumeLeases',
