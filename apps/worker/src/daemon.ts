@@ -450,23 +450,17 @@ export class WorkerDaemon {
     this.held.set(key, starting);
     const exec = await startExecution(task, { workDir: this.config.workDir, workerId: this.workerId ?? 'unknown', killGraceMs: this.config.killGraceMs, keepFailedScratch: this.config.keepFailedScratch });
     if (exec.workDirProblem !== null) {
-      this.held.delete(key);
       // The worker's fault, not the task's: the task goes back to the queue for another worker
-      // (a loss, not a spent retry), and this worker takes no work until its work dir is usable.
-      // Failing it instead made a worker with a full disk fail every task it was sent, fast: a
-      // black hole that emptied the queue into failures.
-      this.sendRelease(task.taskId, task.leaseId, 'unhealthy');
-      this.pauseForWorkDir(exec.workDirProblem);
-      this.grantCredits(slots); // withheld until then
-      this.wakeSettled(); // a drain waits for held tasks
-      return;
+      // (a loss, not a spent retry), and this worker takes no work until its work dir is usable
+      // (its credit is withheld until then). Failing it instead made a worker with a full disk
+      // fail every task it was sent, fast: a black hole that emptied the queue into failures.
+      return this.giveBack(starting, 'unhealthy', exec.workDirProblem);
     }
     if ((this.state as DaemonState) === 'stopped') { // (it may have changed during the await)
       // Stopped (a forced stop, a fatal error) while it started: the worker is leaving, and
       // the process would outlive it in its own process group, unreported.
       killGroup(exec.pid, 'SIGKILL');
-      this.held.delete(key);
-      return;
+      return this.giveBack(starting, 'shutdown');
     }
     this.held.set(key, { phase: 'running', task, slots, exec });
     if (starting.stop !== null) exec.stop(starting.stop);
@@ -515,9 +509,19 @@ export class WorkerDaemon {
   private startFailed(task: TaskAssignment, err: unknown): void {
     this.log.error({ err, taskId: task.taskId }, 'task could not be started; giving it back');
     const h = this.held.get(leaseKey(task));
-    if (h?.phase !== 'starting') return;
-    this.held.delete(leaseKey(task));
-    this.sendRelease(task.taskId, task.leaseId, 'shutdown');
+    if (h?.phase === 'starting') this.giveBack(h, 'shutdown');
+  }
+
+  /**
+   * Gives back a task that never ran here: no longer held, released to the manager (requeued as
+   * a loss, no retry spent), its slots granted again, and a drain waiting for held tasks woken.
+   * With a work dir problem, the worker pauses first, so that the slots are withheld (and the
+   * manager hears the release before the reason).
+   */
+  private giveBack(h: Held, reason: ReleaseReason, workDirProblem: string | null = null): void {
+    this.held.delete(leaseKey(h.task));
+    this.sendRelease(h.task.taskId, h.task.leaseId, reason);
+    if (workDirProblem !== null) this.pauseForWorkDir(workDirProblem);
     this.grantCredits(h.slots);
     this.wakeSettled();
   }
