@@ -3,11 +3,15 @@
  * them: the metrics, the live feed and the dashboard (which bundles this file, so it imports
  * types only).
  */
-import type { Worker } from '@pullman/protocol';
+import type { Worker, WorkerState } from '@pullman/protocol';
 
 /** Has a session now: ready, busy, unhealthy (connected, but it takes no work) or draining. */
+export function isConnectedState(state: WorkerState): boolean {
+  return state !== 'offline' && state !== 'gone';
+}
+
 export function isConnected(w: Worker): boolean {
-  return w.state !== 'offline' && w.state !== 'gone';
+  return isConnectedState(w.state);
 }
 
 /**

@@ -5,11 +5,12 @@
  *   #/tasks/ID      one task
  *   #/workers       workers
  */
-import type { TaskState } from '@pullman/protocol';
+import type { TaskState, WorkerState } from '@pullman/protocol';
 import type { LiveEvent, LiveSummary } from '../live-events.js';
 import { ApiError, LiveFeed, get, token, type FeedStatus } from './api.js';
 import { ThroughputSeries } from './chart.js';
 import { fill, h, int } from './dom.js';
+import { isConnectedState } from '../slots.js';
 import { JobView, JobsView, TaskView, WorkersView, type View, type ViewContext } from './views.js';
 
 const root = document.getElementById('app')!;
@@ -127,7 +128,7 @@ function renderKpis(): void {
     fill(kpiEl, h('div', { class: 'kpi muted' }, 'Waiting for the live feed…'));
     return;
   }
-  const online = s.workers.ready + s.workers.busy + s.workers.unhealthy + s.workers.draining;
+  const online = (Object.entries(s.workers) as Array<[WorkerState, number]>).reduce((n, [state, count]) => n + (isConnectedState(state) ? count : 0), 0);
   const slots = s.slots.used + s.slots.free;
   const slotBar = h('div', { class: 'bar bar-xs' }, h('span', { class: 'seg s-running' }));
   (slotBar.firstChild as HTMLElement).style.width = `${slots ? (100 * s.slots.used) / slots : 0}%`;

@@ -329,7 +329,6 @@ export class TaskView implements View {
 
 // ---- workers ---------------------------------------------------------------------------------
 
-
 export class WorkersView implements View {
   readonly el = h('section', { class: 'view view-workers' });
   private readonly map = h('div', { class: 'slot-map' });
