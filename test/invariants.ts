@@ -139,14 +139,16 @@ export function checkInvariants(dbPath: string, o: InvariantOptions): InvariantR
         if (t.state === 'cancelled') stats.cancelled++;
         if (o.allTerminal !== false && !TERMINAL.has(t.state)) add(`${id}: ${t.state}, not terminal`);
 
-        const attempts = byTask.get(t.id) ?? [];
-        const outcomes = attempts.map((a) => a.outcome);
-        // Attempt rows are written when attempts end; a running task's current attempt has none.
-        const ended = t.attempts - (t.state === 'running' ? 1 : 0);
-        if (attempts.length !== ended) add(`${id}: attempts column ${t.attempts} (${t.state}), ${attempts.length} attempt rows`);
-        attempts.forEach((a, i) => {
-          if (a.attempt !== i + 1) add(`${id}: attempt rows not numbered 1..n (${attempts.map((x) => x.attempt).join(',')})`);
+        const rows = byTask.get(t.id) ?? [];
+        // Attempt rows are written when attempts end; the attempt a task is running, or the one
+        // that succeeded, is the task row's own and has none (TaskStore.getTask adds it).
+        const own = t.state === 'running' || t.state === 'succeeded';
+        if (rows.length !== t.attempts - (own ? 1 : 0)) add(`${id}: attempts column ${t.attempts} (${t.state}), ${rows.length} attempt rows`);
+        rows.forEach((a, i) => {
+          if (a.attempt !== i + 1) add(`${id}: attempt rows not numbered 1..n (${rows.map((x) => x.attempt).join(',')})`);
         });
+        const attempts = t.state === 'succeeded' ? [...rows, { task_id: t.id, attempt: t.attempts, outcome: 'succeeded' }] : rows;
+        const outcomes = attempts.map((a) => a.outcome);
         const nSucceeded = outcomes.filter((x) => x === 'succeeded').length;
         const nFailed = outcomes.filter((x) => x === 'failed' || x === 'timed-out').length;
         const nLost = outcomes.filter((x) => x === 'lost' || x === 'released').length;

@@ -486,11 +486,10 @@ export class TaskStore {
     if (!row) return null;
     const task = taskFromRow(row);
     if (withHistory) {
-      task.history = (this.s.attemptsOfTask.all(taskSeq) as AttemptRow[]).map(attemptFromRow);
-      // The attempt in progress has no row yet: it is the task row's own.
-      if (row.state === 'running') {
-        task.history.push({ attempt: row.attempts, workerId: row.worker_id, startedAt: iso(row.started_at)!, endedAt: null, outcome: 'running', exitCode: null, error: null });
-      }
+      const rows = this.s.attemptsOfTask.all(taskSeq) as AttemptRow[];
+      task.history = rows.map(attemptFromRow);
+      const own = ownAttempt(row, rows);
+      if (own) task.history.push(own);
     }
     return task;
   }
@@ -679,8 +678,8 @@ export class TaskStore {
    *
    * Why: per report, completion took five statements (the fenced update, the attempt, the
    * worker's and the job's counters, the finished-job check): the largest cost at 8 x 16 in the
-   * profiles. Here successes are fenced and written by one statement, their attempts closed by
-   * one more, and counters and finished-job checks run once per worker and per job.
+   * profiles. Here successes are fenced and written by one statement (their attempts need no
+   * rows: completeAll), and counters and finished-job checks run once per worker and per job.
    * Failures, and reports that name a task twice in one batch, take the one-by-one path
    * after the batch: they are rare, and the order between two reports on one task matters.
    */
@@ -712,22 +711,27 @@ export class TaskStore {
 
   /**
    * Marks leased tasks succeeded, each fenced by its lease (no task twice in `items`): one
-   * statement completes them all, one writes their attempt rows, and the workers' and jobs'
-   * counters and the finished-job checks run once per worker and per job.
+   * statement completes them all, and the workers' and jobs' counters and the finished-job
+   * checks run once per worker and per job. A succeeded attempt gets no attempt row: it is the
+   * task row's own, as the running attempt is (ownAttempt).
+   *
+   * Why: the row was one more b-tree insert per task on the dispatch hot path, and everything
+   * it held is already in the task row (worker, start, end; a success exits 0 with no error).
+   * store-micro 8 x 16: +4-6% tasks/s (docs/benchmarks.md). A succeeded task never leaves that
+   * state, so no later attempt can need the row.
    */
   private completeAll(items: readonly ReportItem[]): ReportOutcome[] {
     const now = this.clock.now();
     const reports = items.map((it) => [it.lease.taskSeq, it.lease.leaseId, it.workerId, JSON.stringify(toTaskResult(it.report, null))]);
-    const rows = this.s.completeLeasedBatch.all({ now }, reports) as Array<[id: number, jobSeq: number, attempt: number, workerId: string, startedAt: number]>;
+    const rows = this.s.completeLeasedBatch.all({ now }, reports) as Array<[id: number, jobSeq: number, workerId: string]>;
     const done = new Map<number, number>(); // task id -> job seq
     const perJob = new Map<number, number>();
     const perWorker = new Map<string, number>();
-    for (const [id, jobSeq, , workerId] of rows) {
+    for (const [id, jobSeq, workerId] of rows) {
       done.set(id, jobSeq);
       perJob.set(jobSeq, (perJob.get(jobSeq) ?? 0) + 1);
       perWorker.set(workerId, (perWorker.get(workerId) ?? 0) + 1);
     }
-    this.s.insertSucceededAttempts.run({ now }, rows.map(([id, , attempt, workerId, startedAt]) => [id, attempt, workerId, startedAt]));
     this.s.addWorkersSucceeded.run({}, [...perWorker]);
     for (const [jobSeq, n] of perJob) {
       this.applyCounts(jobSeq, { running: -n, succeeded: n });
@@ -850,7 +854,7 @@ export class TaskStore {
   /**
    * Records an attempt that ended. Attempt rows are written once, when the attempt ends; the
    * running attempt is the task row's own (`attempts`, `worker_id`, `started_at`), so a claim
-   * writes no attempt row (migration 3).
+   * writes no attempt row (migration 3), and so is a succeeded one (completeAll, ownAttempt).
    */
   private endAttempt(run: RunningAttempt, now: number, outcome: AttemptOutcome, exitCode: number | null, error: ErrorInfo | null): void {
     this.s.insertEndedAttempt.run(run.id, run.attempts, run.worker_id, run.started_at ?? now, now, outcome, exitCode, error ? JSON.stringify(error) : null);
@@ -1105,11 +1109,7 @@ function prepare(db: Database.Database) {
       UPDATE tasks SET state = 'succeeded', finished_at = @now, result = r.column4, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       FROM (VALUES ${values}) AS r
       WHERE tasks.id = r.column1 AND tasks.lease_id = r.column2 AND tasks.worker_id = r.column3 AND tasks.state = 'running'
-      RETURNING tasks.id, job_id, attempts, worker_id, started_at`),
-    // Rows are [task id, attempt, worker id, started at]; the padding rows are left out.
-    insertSucceededAttempts: batch(4, (values) => `
-      INSERT INTO attempts (task_id, attempt, worker_id, started_at, ended_at, outcome, exit_code, error)
-      SELECT column1, column2, column3, column4, @now, 'succeeded', 0, NULL FROM (VALUES ${values}) WHERE column1 IS NOT NULL`, false),
+      RETURNING tasks.id, job_id, worker_id`),
     setTaskTerminal: p(`
       UPDATE tasks SET state = ?, finished_at = ?, result = coalesce(?, result), lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE id = ?`),
@@ -1201,6 +1201,20 @@ function taskFromRow(r: TaskRow): Task {
     workerId: r.worker_id,
     result: parseJson<TaskResult>(r.result),
   };
+}
+
+/**
+ * The attempt the task row itself records, when it has no attempt row: the one it is running
+ * (migration 3), or the one that succeeded (completeAll). Every other attempt gets its row
+ * when it ends. A database written before the succeeded attempt lost its row still has that
+ * row, and then the task row adds nothing.
+ */
+function ownAttempt(task: TaskRow, rows: readonly AttemptRow[]): Attempt | null {
+  if (task.attempts === 0 || rows.some((r) => r.attempt === task.attempts)) return null;
+  const startedAt = iso(task.started_at)!;
+  if (task.state === 'running') return { attempt: task.attempts, workerId: task.worker_id, startedAt, endedAt: null, outcome: 'running', exitCode: null, error: null };
+  if (task.state === 'succeeded') return { attempt: task.attempts, workerId: task.worker_id, startedAt, endedAt: iso(task.finished_at), outcome: 'succeeded', exitCode: 0, error: null };
+  return null;
 }
 
 function attemptFromRow(r: AttemptRow): Attempt {

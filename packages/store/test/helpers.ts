@@ -107,12 +107,13 @@ export function assertConsistent(store: TaskStore): void {
     WHERE (state = 'running') <> (lease_id IS NOT NULL AND lease_expires_at IS NOT NULL AND session_id IS NOT NULL)`).all();
   expect(badLeases, 'tasks whose lease does not match their state').toEqual([]);
   // Attempt rows are written when attempts end: none is open, and a task has one per attempt
-  // but the one it is running (which is the task row's own).
+  // but the one it is running or that succeeded (which is the task row's own), and none says
+  // succeeded.
   const badAttempts = db.prepare(`
     SELECT t.id, t.state, t.attempts, (SELECT count(*) FROM attempts a WHERE a.task_id = t.id) AS n_rows
     FROM tasks t
-    WHERE (SELECT count(*) FROM attempts a WHERE a.task_id = t.id) <> t.attempts - (t.state = 'running')
-       OR EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = t.id AND (a.outcome = 'running' OR a.ended_at IS NULL))
+    WHERE (SELECT count(*) FROM attempts a WHERE a.task_id = t.id) <> t.attempts - (t.state IN ('running', 'succeeded'))
+       OR EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = t.id AND (a.outcome IN ('running', 'succeeded') OR a.ended_at IS NULL))
        OR EXISTS (SELECT 1 FROM attempts a WHERE a.task_id = t.id AND a.attempt > t.attempts)`).all();
   expect(badAttempts, 'tasks whose attempts disagree with their state').toEqual([]);
   // The claim walks only the classes in its set (TaskStore.queueClasses, private): the set must
