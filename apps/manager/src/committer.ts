@@ -21,6 +21,14 @@ import { PullmanError, coerceError } from '@pullman/protocol';
  */
 export const HOT = { savepoint: false } as const;
 
+/**
+ * After a flush fails, the next one runs this much later even if nothing new is queued, so the
+ * hooks' work that rolled back with it (the dispatcher's claims) is tried again. Without it,
+ * workers waiting for work after a transient disk-full waited until some other write came;
+ * a second is long enough not to spin on a disk that stays full.
+ */
+export const RETRY_AFTER_FAILURE_MS = 1_000;
+
 /** What became of one queued write once its group commit ended. */
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: Error };
 
@@ -43,6 +51,7 @@ export class GroupCommitter {
   private readonly hooks: Array<() => void> = [];
   private flushing = false;
   private closed = false;
+  private retry: NodeJS.Timeout | null = null;
   readonly stats: CommitStats = { transactions: 0, operations: 0 };
 
   /** `onSettleError` hears of a runThen callback that threw; the rest of the batch still settles. */
@@ -105,6 +114,8 @@ export class GroupCommitter {
   close(): void {
     this.flush();
     this.closed = true;
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = null;
   }
 
   private flush(): void {
@@ -141,8 +152,16 @@ export class GroupCommitter {
         runPending();
       });
     } catch (err) {
-      // The commit itself failed (e.g. disk full): nothing in the batch is durable.
+      // The commit itself failed (e.g. disk full): nothing in the batch is durable, and the hooks
+      // may not have run at all. They run again in the retry flush.
       const error = coerceError(err);
+      if (this.hooks.length > 0 && !this.retry && !this.closed) {
+        this.retry = setTimeout(() => {
+          this.retry = null;
+          this.schedule();
+        }, RETRY_AFTER_FAILURE_MS);
+        this.retry.unref();
+      }
       this.settleAll([...batch, ...this.pending.splice(0)], () => ({ ok: false, error }));
       return;
     } finally {

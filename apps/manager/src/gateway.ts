@@ -520,7 +520,10 @@ export class WorkerGateway {
       () => this.o.store.claimBatch(ready.map((s, i) => this.claimRequest(s, offered[i]!))),
       (o) => {
         if (!o.ok) {
+          // The commit failed (a full disk, say) and the claims rolled back with it. The
+          // committer flushes again shortly; its hook then runs this round again.
           for (const s of ready) s.claiming = false;
+          this.dispatchScheduled = true;
           this.o.log.error({ err: o.error }, 'claim failed');
           return;
         }

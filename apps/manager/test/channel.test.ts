@@ -211,6 +211,24 @@ describe('worker channel', () => {
     expect(job.body).toMatchObject({ state: 'succeeded', counts: { succeeded: 1, total: 1 } });
   });
 
+  it('claims again by itself after a claim whose commit failed, with nothing else happening', async () => {
+    const jobId = await submit([{ command: ['true'], key: 'after-full-disk' }]);
+    // The lease fails to commit (a trigger on the manager's own connection stands in for a full
+    // disk); the function counts the attempts, outside the transaction that rolls back.
+    let failedClaims = 0;
+    m.store.db.function('count_failed_claim', () => ++failedClaims);
+    m.store.db.exec(`CREATE TEMP TRIGGER no_lease BEFORE UPDATE OF state ON main.tasks WHEN new.state = 'running'
+                     BEGIN SELECT count_failed_claim(); SELECT RAISE(ABORT, 'no space'); END`);
+    const w = await connect();
+    await w.hello();
+    w.send({ type: 'pull', credits: 1 });
+    await vi.waitFor(() => expect(failedClaims).toBeGreaterThan(0), { timeout: 10_000, interval: 20 });
+    m.store.db.exec('DROP TRIGGER no_lease');
+    // The worker sends nothing more; the manager's retry claims the task for it.
+    const msg = await w.next('tasks');
+    expect(msg.tasks[0]).toMatchObject({ jobId, key: 'after-full-disk', attempt: 1 });
+  });
+
   describe('a submission hands its tasks to a waiting worker', () => {
     /** Every state a task row enters, in order, from temporary triggers on the manager's own connection. */
     function recordTransitions(): (taskId: string) => string[] {

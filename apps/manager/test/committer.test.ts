@@ -7,10 +7,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { PullmanError } from '@pullman/protocol';
 import { TaskStore } from '@pullman/store';
-import { GroupCommitter, HOT } from '../src/committer.js';
+import { GroupCommitter, HOT, RETRY_AFTER_FAILURE_MS } from '../src/committer.js';
 
 const open: Array<{ store: TaskStore; dir: string }> = [];
 afterEach(() => {
@@ -76,5 +76,22 @@ describe('a failing operation in a group commit', () => {
 
     await committer.run(() => store.createJob({ name: 'later' }));
     expect(names(store)).toEqual(['later']);
+  });
+});
+
+describe('after a failed flush', () => {
+  it('flushes again by itself, so the hooks whose work rolled back run again', async () => {
+    const { store, committer } = setup();
+    let hookRuns = 0;
+    committer.afterWrites(() => void hookRuns++);
+    // The batch fails before its hooks run (a HOT op's plain error rolls it all back).
+    await expect(committer.run(() => {
+      throw new Error('disk trouble');
+    }, HOT)).rejects.toThrow('disk trouble');
+    expect(hookRuns).toBe(0);
+    // Nothing else is queued; the retry flush runs the hooks.
+    await vi.waitFor(() => expect(hookRuns).toBe(1), { timeout: RETRY_AFTER_FAILURE_MS * 10, interval: 50 });
+    committer.close();
+    expect(store.db.inTransaction).toBe(false);
   });
 });
