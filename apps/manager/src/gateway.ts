@@ -489,7 +489,7 @@ export class WorkerGateway {
   }
 
   /** Counts tasks taken back from a worker: the requeued ones, and those failed WORKER_LOST. */
-  private countLosses(reason: 'released' | 'worker-gone' | 'not-on-worker', lost: LostTasks): void {
+  private countLosses(reason: 'released' | 'worker-gone' | 'not-on-worker' | 'undelivered', lost: LostTasks): void {
     this.o.metrics.requeued(reason, lost.requeued);
     this.o.metrics.tasksEnded('failed', lost.failed);
     if (lost.requeued > 0) this.kick();
@@ -541,9 +541,11 @@ export class WorkerGateway {
    * one counts: new work may fit it, which is what a submission offers it. A session is active
    * from its hello but registered only once that commits: a pull sent before welcome (against
    * the protocol) leased tasks to no worker id, and its results were then refused as stale.
+   * A session whose socket is closing (a protocol error, waiting for the peer's close frame, up
+   * to ws's 30 s) stays active until it has closed, but its frames would be dropped.
    */
   private waitsForWork(s: Session): boolean {
-    return s.phase === 'active' && s.workerId !== null && !s.draining && !s.unhealthy && !s.claiming && s.credits >= 1;
+    return s.phase === 'active' && s.workerId !== null && !s.draining && !s.unhealthy && !s.claiming && s.credits >= 1 && isOpen(s);
   }
 
   private claimRequest(s: Session, freeSlots: number): ClaimRequest {
@@ -558,13 +560,13 @@ export class WorkerGateway {
     }
     const used = tasks.reduce((n, t) => n + t.slots, 0);
     s.credits -= used;
-    if (s.phase !== 'active') {
-      // The session died between claim and send: give the tasks straight back rather than
-      // leave them to expire with the lease.
+    if (s.phase !== 'active' || !isOpen(s)) {
+      // The session died (or began closing) between claim and send: give the tasks straight
+      // back rather than leave them to expire with the lease.
       const workerId = s.workerId!;
       this.o.committer
-        .run(() => tasks.forEach((t) => this.o.store.releaseTask(workerId, { taskSeq: parseTaskId(t.taskId)!, leaseId: t.leaseId }, 'shutdown')))
-        .then(() => this.kick())
+        .run(() => this.o.store.requeueUndelivered(workerId, tasks.map((t) => ({ taskSeq: parseTaskId(t.taskId)!, leaseId: t.leaseId }))))
+        .then((lost) => this.countLosses('undelivered', lost))
         .catch((err: unknown) => this.o.log.error({ err, workerId }, 'could not return undelivered tasks'));
       return;
     }
@@ -615,7 +617,7 @@ export class WorkerGateway {
     const frames = s.outbox;
     s.pendingAcks = [];
     s.outbox = [];
-    if (s.socket.readyState !== s.socket.OPEN) return;
+    if (!isOpen(s)) return;
     if (acks.length === 1) frames.unshift(JSON.stringify({ type: 'ack', ...acks[0]! }));
     else if (acks.length > 1) frames.unshift(JSON.stringify({ type: 'acks', acks }));
     sendFrames(s.socket, frames);
@@ -637,6 +639,11 @@ export class WorkerGateway {
       fatal: false,
     });
   }
+}
+
+/** Frames written to this session's socket now would reach the worker. */
+function isOpen(s: Session): boolean {
+  return s.socket.readyState === s.socket.OPEN;
 }
 
 /**

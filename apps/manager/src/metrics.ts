@@ -10,7 +10,7 @@ import { slotCounts } from './slots.js';
 import { Throughput } from './throughput.js';
 
 /** Why a task went back to the queue. */
-export type RequeueReason = 'retry' | 'expired' | 'released' | 'worker-gone' | 'not-on-worker' | 'manual';
+export type RequeueReason = 'retry' | 'expired' | 'released' | 'worker-gone' | 'not-on-worker' | 'undelivered' | 'manual';
 
 export interface ManagerMetrics {
   readonly registry: Registry;
@@ -94,7 +94,7 @@ export function createMetrics(store: TaskStore): ManagerMetrics {
   // Every label value starts at zero, so a dashboard's rate() has a series before the first event.
   for (const outcome of ['succeeded', 'failed', 'cancelled']) finished.inc({ outcome }, 0);
   for (const outcome of ['succeeded', 'failed']) executions.inc({ outcome }, 0);
-  for (const reason of ['retry', 'expired', 'released', 'worker-gone', 'not-on-worker', 'manual'] satisfies RequeueReason[]) requeued.inc({ reason }, 0);
+  for (const reason of ['retry', 'expired', 'released', 'worker-gone', 'not-on-worker', 'undelivered', 'manual'] satisfies RequeueReason[]) requeued.inc({ reason }, 0);
 
   const duration = new Histogram({
     name: 'pullman_task_duration_seconds',

@@ -211,6 +211,21 @@ describe('worker channel', () => {
     expect(job.body).toMatchObject({ state: 'succeeded', counts: { succeeded: 1, total: 1 } });
   });
 
+  it('hands nothing to a session that is closing, and deals its task to the next worker', async () => {
+    const w1 = await connect();
+    await w1.hello({ name: 'closing' });
+    w1.send({ type: 'pull', credits: 1 }); // nothing queued: it waits
+    // A peer that never answers the close: the server's socket stays closing (ws waits 30 s).
+    w1.ws.close = () => {};
+    w1.ws.send('{"type":"nonsense"}');
+    expect(await w1.next('error')).toMatchObject({ code: 'PROTOCOL_ERROR', fatal: true });
+    const jobId = await submit([{ command: ['true'], key: 'not-for-the-closing-one' }]);
+    const { tasks: items } = (await request(m.app.server).get(`/v1/jobs/${jobId}/tasks`).set(auth())).body as { tasks: Array<{ id: string; state: string; attempts: number }> };
+    expect(items.map((t) => [t.state, t.attempts])).toEqual([['queued', 0]]); // never leased
+    const { tasks } = await pulling({ name: 'next' });
+    expect(tasks).toMatchObject([{ taskId: items[0]!.id, attempt: 1 }]);
+  });
+
   it('claims again by itself after a claim whose commit failed, with nothing else happening', async () => {
     const jobId = await submit([{ command: ['true'], key: 'after-full-disk' }]);
     // The lease fails to commit (a trigger on the manager's own connection stands in for a full

@@ -805,6 +805,16 @@ export class TaskStore {
     return this.loseAll(this.s.leasesOfOtherSessions.all(session.workerId, session.sessionId) as TaskRow[], () => 'not on its worker when it reconnected', this.clock.now());
   }
 
+  /**
+   * Takes back, as infrastructure losses (no retry spent), leases claimed for a session that
+   * closed before their `tasks` frame was written: the worker never saw them. Leases no longer
+   * current are left alone.
+   */
+  requeueUndelivered(workerId: string, leases: readonly LeaseRef[]): LostTasks {
+    const rows = leases.map((l) => this.currentLease(workerId, l)).filter((r) => r !== undefined);
+    return this.loseAll(rows, () => 'not delivered: its session closed before the task was sent', this.clock.now());
+  }
+
   /** Takes back each task as a loss; counts the requeued and the failed (past MAX_LOSSES). */
   private loseAll(rows: readonly TaskRow[], message: (row: TaskRow) => string, now: number): LostTasks {
     const out: LostTasks = { requeued: 0, failed: 0 };
@@ -1020,7 +1030,7 @@ function dealSubmission(specs: readonly TaskSpec[], takers: ReadonlyArray<Taker 
 /** Methods that run in a transaction of their own (a savepoint when nested). */
 const TRANSACTIONAL = [
   'createJob', 'submitTasks', 'sealJob', 'cancelJob', 'retryJob', 'cancelTask', 'claimTasks', 'claimBatch', 'extendLeases',
-  'completeTask', 'failTask', 'reportExecution', 'settleReports', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'requeueUnheld', 'resumeLeases',
+  'completeTask', 'failTask', 'reportExecution', 'settleReports', 'releaseTask', 'requeueExpired', 'requeueWorkerTasks', 'requeueUnheld', 'requeueUndelivered', 'resumeLeases',
   'registerWorker', 'setWorkerState', 'setWorkerProblem', 'noteWorkerProblem', 'markAllWorkersOffline', 'extendAllLeasesForRestart',
 ] as const satisfies ReadonlyArray<keyof TaskStore>;
 

@@ -254,6 +254,21 @@ describe('requeueUnheld', () => {
   });
 });
 
+describe('requeueUndelivered', () => {
+  it('takes back the named current leases of that worker as losses, and leaves the rest', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('a'), sh('b'), sh('c'), sh('other')] });
+    const [a, b, c] = store.claimTasks(session('w-1', 's-1'), [], 3);
+    const [other] = store.claimTasks(session('w-2', 's-2'), [], 1);
+    store.completeTask('w-1', lease(c!), report());
+    const named = [lease(a!), { ...lease(b!), leaseId: 'not-its-lease' }, lease(c!), lease(other!)];
+    expect(store.requeueUndelivered('w-1', named)).toEqual({ requeued: 1, failed: 0 });
+    expect([1, 2, 3, 4].map((id) => store.getTask(id)!.state)).toEqual(['queued', 'running', 'succeeded', 'running']);
+    expect(store.db.prepare('SELECT losses, failures FROM tasks WHERE id = 1').get()).toEqual({ losses: 1, failures: 0 }); // no retry spent
+    expect(store.getTask(1)!.history).toMatchObject([{ outcome: 'lost', error: { code: 'WORKER_LOST', message: 'not delivered: its session closed before the task was sent' } }]);
+  });
+});
+
 describe('resumeLeases', () => {
   it('resumes current leases for the same worker and reports lost ones', () => {
     const { store, clock } = openStore();
