@@ -106,8 +106,23 @@ export class GroupCommitter {
     if (this.scheduled || this.closed || this.flushing) return;
     this.scheduled = true;
     // setImmediate runs after the I/O callbacks of this turn, so every message that
-    // arrived together joins the batch.
-    setImmediate(() => this.flush());
+    // arrived together joins the batch. close() flushed what was queued before it.
+    setImmediate(() => !this.closed && this.flush());
+  }
+
+  /**
+   * Makes sure a flush runs in RETRY_AFTER_FAILURE_MS, even with nothing queued then, so the
+   * hooks run again. Armed by every failed flush; the dispatcher also arms it when its claim
+   * failed alone. Not sooner: a disk that stays full would otherwise be tried in a spin.
+   */
+  retryLater(): void {
+    if (this.retry || this.closed) return;
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      this.schedule();
+    }, RETRY_AFTER_FAILURE_MS);
+    // Nothing to retry keeps a process alive that is otherwise done.
+    this.retry.unref();
   }
 
   /** Commits what is pending now (used at shutdown); later calls are rejected. */
@@ -155,13 +170,7 @@ export class GroupCommitter {
       // The commit itself failed (e.g. disk full): nothing in the batch is durable, and the hooks
       // may not have run at all. They run again in the retry flush.
       const error = coerceError(err);
-      if (this.hooks.length > 0 && !this.retry && !this.closed) {
-        this.retry = setTimeout(() => {
-          this.retry = null;
-          this.schedule();
-        }, RETRY_AFTER_FAILURE_MS);
-        this.retry.unref();
-      }
+      if (this.hooks.length > 0) this.retryLater();
       this.settleAll([...batch, ...this.pending.splice(0)], () => ({ ok: false, error }));
       return;
     } finally {

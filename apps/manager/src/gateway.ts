@@ -520,10 +520,12 @@ export class WorkerGateway {
       () => this.o.store.claimBatch(ready.map((s, i) => this.claimRequest(s, offered[i]!))),
       (o) => {
         if (!o.ok) {
-          // The commit failed (a full disk, say) and the claims rolled back with it. The
-          // committer flushes again shortly; its hook then runs this round again.
+          // The commit failed (a full disk, say) and the claims rolled back with it, or the
+          // claim failed alone. The committer flushes again shortly (a failed flush arms that
+          // by itself); its hook then runs this round again.
           for (const s of ready) s.claiming = false;
           this.dispatchScheduled = true;
+          this.o.committer.retryLater();
           this.o.log.error({ err: o.error }, 'claim failed');
           return;
         }
@@ -561,8 +563,9 @@ export class WorkerGateway {
     const used = tasks.reduce((n, t) => n + t.slots, 0);
     s.credits -= used;
     if (s.phase !== 'active' || !isOpen(s)) {
-      // The session died (or began closing) between claim and send: give the tasks straight
-      // back rather than leave them to expire with the lease.
+      // A guard: the session died (or began closing) between claim and send. The claim and this
+      // call run in one synchronous chain today, so it cannot happen yet; if it ever does, give
+      // the tasks straight back rather than leave them to expire with the lease.
       const workerId = s.workerId!;
       this.o.committer
         .run(() => this.o.store.requeueUndelivered(workerId, tasks.map((t) => ({ taskSeq: parseTaskId(t.taskId)!, leaseId: t.leaseId }))))

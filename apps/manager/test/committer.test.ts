@@ -95,3 +95,18 @@ describe('after a failed flush', () => {
     expect(store.db.inTransaction).toBe(false);
   });
 });
+
+describe('close', () => {
+  it('flushes what is queued once, and a flush scheduled before it does not run after it', async () => {
+    const { store, committer } = setup();
+    let hookRuns = 0;
+    committer.afterWrites(() => void hookRuns++);
+    const job = committer.run(() => store.createJob({ name: 'last' }));
+    committer.close();
+    expect(hookRuns).toBe(1);
+    await expect(job).resolves.toMatchObject({ job: { name: 'last' } });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(hookRuns).toBe(1);
+    await expect(committer.run(() => 1)).rejects.toThrow('committer is closed');
+  });
+});

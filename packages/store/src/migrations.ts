@@ -133,4 +133,16 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE workers ADD COLUMN problem TEXT;
     `,
   },
+  {
+    version: 6,
+    name: 'succeeded attempts kept in the task row',
+    // No statement: what changes is what the attempts table holds. A succeeded attempt gets no
+    // row any more (TaskStore.completeAll); it is the task row's own, as the running attempt is.
+    // Why a version anyway: an older release would read such a database without complaint and
+    // show succeeded tasks with no succeeded attempt. The version makes it refuse (db.ts).
+    // Rows written before this version stay and are read as before.
+    sql: /* sql */ `
+      SELECT 1;
+    `,
+  },
 ];
