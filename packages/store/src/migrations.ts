@@ -135,12 +135,13 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 6,
-    name: 'succeeded attempts kept in the task row',
-    // No statement: what changes is what the attempts table holds. A succeeded attempt gets no
-    // row any more (TaskStore.completeAll); it is the task row's own, as the running attempt is.
-    // Why a version anyway: an older release would read such a database without complaint and
-    // show succeeded tasks with no succeeded attempt. The version makes it refuse (db.ts).
-    // Rows written before this version stay and are read as before.
+    name: 'succeeded attempts kept in the task row; results stored without their defaults',
+    // No statement: what changes is what the rows hold. A succeeded attempt gets no attempt row
+    // any more (TaskStore.completeAll); it is the task row's own, as the running attempt is. And
+    // `tasks.result` leaves out the fields at their defaults (encodeResult in store.ts).
+    // Why a version anyway: an older release would read such a database without complaint,
+    // show succeeded tasks with no succeeded attempt, and results with fields missing. The
+    // version makes it refuse (db.ts). Rows written before this version are read as before.
     sql: /* sql */ `
       SELECT 1;
     `,

@@ -267,3 +267,36 @@ describe('retryJob', () => {
     expect(store.getJob(1)!.state).toBe('succeeded');
   });
 });
+
+describe('results as stored', () => {
+  const stored = (store: ReturnType<typeof openStore>['store'], id: number) =>
+    JSON.parse((store.db.prepare('SELECT result FROM tasks WHERE id = ?').get(id) as { result: string }).result) as unknown;
+
+  it('leave out the fields at their defaults, and read back complete', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('silent'), sh('chatty'), sh('failing')] });
+    const [silent, chatty, failing] = store.claimTasks(session(), [], 3);
+    store.settleReports([
+      { workerId: 'w-1', lease: lease(silent!), report: report({ durationMs: 7, stdoutTail: '' }) },
+      { workerId: 'w-1', lease: lease(chatty!), report: report({ durationMs: 8, stdoutTail: 'out', stderrTail: 'err', output: { n: 1 } }) },
+    ]);
+    store.reportExecution('w-1', lease(failing!), report({ exitCode: null, signal: 'SIGKILL', durationMs: 9, stdoutTail: '' }));
+    expect(stored(store, 1)).toEqual({ exitCode: 0, durationMs: 7 });
+    expect(stored(store, 2)).toEqual({ exitCode: 0, durationMs: 8, stdoutTail: 'out', stderrTail: 'err', output: { n: 1 } });
+    expect(stored(store, 3)).toEqual({ exitCode: null, durationMs: 9, signal: 'SIGKILL', error: { code: 'NONZERO_EXIT', message: 'killed by SIGKILL' } });
+    expect(store.getTask(1)!.result).toEqual({ exitCode: 0, signal: null, durationMs: 7, stdoutTail: '', stderrTail: '', output: null, error: null });
+    expect(store.getTask(2)!.result).toEqual({ exitCode: 0, signal: null, durationMs: 8, stdoutTail: 'out', stderrTail: 'err', output: { n: 1 }, error: null });
+    expect(store.getTask(3)!.result).toMatchObject({ exitCode: null, signal: 'SIGKILL', stdoutTail: '', output: null, error: { code: 'NONZERO_EXIT' } });
+    expect(store.resultsPage(1, 0, 10).lines.map((l) => [l.exitCode, l.output, l.error?.code ?? null])).toEqual([[0, null, null], [0, { n: 1 }, null], [null, null, 'NONZERO_EXIT']]);
+  });
+
+  it('read the complete form older releases wrote the same way', () => {
+    const { store } = openStore();
+    store.createJob({ tasks: [sh('old')] });
+    const [t] = store.claimTasks(session(), [], 1);
+    store.completeTask('w-1', lease(t!), report({ durationMs: 7, stdoutTail: '' }));
+    const complete = { exitCode: 0, signal: null, durationMs: 7, stdoutTail: '', stderrTail: '', output: null, error: null };
+    store.db.prepare('UPDATE tasks SET result = ? WHERE id = 1').run(JSON.stringify(complete));
+    expect(store.getTask(1)!.result).toEqual(complete);
+  });
+});
