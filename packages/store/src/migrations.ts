@@ -146,4 +146,25 @@ export const MIGRATIONS: readonly Migration[] = [
       SELECT 1;
     `,
   },
+  {
+    version: 7,
+    name: 'job indexes that a task changing state does not move',
+    // A job's tasks in order, and those in each state but succeeded, as separate indexes keyed
+    // by (job_id, id), instead of one index keyed by (job_id, state, id).
+    // Why: an entry keyed by state moved at every transition, twice per task on the dispatch
+    // path (queued -> running -> succeeded), each a delete and an insert in a large index; with
+    // state out of the keys, a lease deletes one small partial entry and inserts one, a
+    // success deletes one. bench/store-micro.ts 8 x 16: +10-15% (docs/benchmarks.md).
+    // Succeeded tasks are listed by walking the job's tasks in order: they are most of them.
+    // Queries must name the state as a literal for SQLite to use a partial index
+    // (TaskStore's per-state statements; claim.test.ts checks the plans).
+    sql: /* sql */ `
+      DROP INDEX IF EXISTS tasks_job_state;
+      CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_id, id);
+      CREATE INDEX IF NOT EXISTS tasks_job_queued ON tasks (job_id, id) WHERE state = 'queued';
+      CREATE INDEX IF NOT EXISTS tasks_job_running ON tasks (job_id, id) WHERE state = 'running';
+      CREATE INDEX IF NOT EXISTS tasks_job_failed ON tasks (job_id, id) WHERE state = 'failed';
+      CREATE INDEX IF NOT EXISTS tasks_job_cancelled ON tasks (job_id, id) WHERE state = 'cancelled';
+    `,
+  },
 ];

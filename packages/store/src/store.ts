@@ -470,7 +470,7 @@ export class TaskStore {
    */
   retryJob(jobSeq: number, state: 'failed' | 'cancelled' = 'failed'): number {
     this.mustGetJob(jobSeq);
-    const requeued = this.s.requeueTasksOfJob.run(this.clock.now(), jobSeq, state).changes;
+    const requeued = (state === 'failed' ? this.s.requeueFailedOfJob : this.s.requeueCancelledOfJob).run(this.clock.now(), jobSeq).changes;
     if (requeued > 0) {
       this.queueClasses = null; // of any classes: read them from the index at the next claim
       this.applyCounts(jobSeq, { [state]: -requeued, queued: requeued });
@@ -499,7 +499,7 @@ export class TaskStore {
     this.mustGetJob(jobSeq);
     const after = query.cursor === undefined ? 0 : decodeCursor(query.cursor);
     const rows = (query.state
-      ? this.s.listTasksByState.all(jobSeq, query.state, after, query.limit + 1)
+      ? this.s.listTasksIn[query.state].all(jobSeq, after, query.limit + 1)
       : this.s.listTasks.all(jobSeq, after, query.limit + 1)) as TaskRow[];
     return paginate(rows, query.limit, (r) => taskFromRow(r));
   }
@@ -1073,7 +1073,15 @@ function prepare(db: Database.Database) {
       RETURNING id, lease_id`),
     getTask: p(`SELECT * FROM tasks WHERE id = ?`),
     listTasks: p(`SELECT * FROM tasks WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?`),
-    listTasksByState: p(`SELECT * FROM tasks WHERE job_id = ? AND state = ? AND id > ? ORDER BY id LIMIT ?`),
+    // One statement per state, the state a literal: SQLite uses a partial index (migration 7)
+    // only for a query whose WHERE names its state. Succeeded ones walk the job's tasks.
+    listTasksIn: {
+      queued: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'queued' AND id > ? ORDER BY id LIMIT ?`),
+      running: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'running' AND id > ? ORDER BY id LIMIT ?`),
+      succeeded: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'succeeded' AND id > ? ORDER BY id LIMIT ?`),
+      failed: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'failed' AND id > ? ORDER BY id LIMIT ?`),
+      cancelled: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'cancelled' AND id > ? ORDER BY id LIMIT ?`),
+    } satisfies Record<TaskState, Database.Statement>,
     terminalTasksOfJob: p(`
       SELECT id, key, state, attempts, result FROM tasks
       WHERE job_id = ? AND id > ? AND state IN ('succeeded','failed','cancelled') ORDER BY id LIMIT ?`),
@@ -1143,9 +1151,12 @@ function prepare(db: Database.Database) {
     cancelRunningOfJob: p(`
       UPDATE tasks SET state = 'cancelled', finished_at = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE job_id = ? AND state = 'running'`),
-    requeueTasksOfJob: p(`
+    requeueFailedOfJob: p(`
       UPDATE tasks SET state = 'queued', failures = 0, losses = 0, finished_at = NULL, queued_at = ?
-      WHERE job_id = ? AND state = ?`),
+      WHERE job_id = ? AND state = 'failed'`),
+    requeueCancelledOfJob: p(`
+      UPDATE tasks SET state = 'queued', failures = 0, losses = 0, finished_at = NULL, queued_at = ?
+      WHERE job_id = ? AND state = 'cancelled'`),
 
     getWorkerHost: p(`SELECT hostname, json_extract(vm, '$.vmId') AS vm_id FROM workers WHERE id = ?`),
     upsertWorker: p(`

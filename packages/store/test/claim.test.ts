@@ -264,6 +264,30 @@ describe('queue classes (tasks with the same labels and slots)', () => {
     expect(plan('firstQueueClass')).toBe('SCAN tasks USING COVERING INDEX tasks_queue_class');
   });
 
+  it("reads a job's tasks by the job indexes, each state by its own where it has one", () => {
+    // Why: since migration 7 the state is in no index key; a query that does not name its
+    // state as a literal cannot use that state's partial index and walks the whole job.
+    const { store } = openStore();
+    const statements = (store as unknown as { s: Record<string, { source: string } | Record<string, { source: string }>> }).s;
+    const plan = (sql: string) => {
+      const params = Array.from({ length: (sql.match(/\?/g) ?? []).length }, () => 1);
+      return (store.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as Array<{ detail: string }>).map((r) => r.detail).join('; ');
+    };
+    const source = (name: string, state?: string) => (state ? (statements[name] as Record<string, { source: string }>)[state]! : (statements[name] as { source: string })).source;
+    expect(plan(source('listTasks'))).toBe('SEARCH tasks USING INDEX tasks_job (job_id=? AND id>?)');
+    expect(plan(source('listTasksIn', 'succeeded'))).toBe('SEARCH tasks USING INDEX tasks_job (job_id=? AND id>?)');
+    for (const state of ['queued', 'running', 'failed', 'cancelled']) {
+      expect(plan(source('listTasksIn', state))).toBe(`SEARCH tasks USING INDEX tasks_job_${state} (job_id=? AND id>?)`);
+    }
+    expect(plan(source('terminalTasksOfJob'))).toBe('SEARCH tasks USING INDEX tasks_job (job_id=? AND id>?)');
+    expect(plan(source('runningTasksOfJob'))).toBe('SEARCH tasks USING INDEX tasks_job_running (job_id=?)');
+    expect(plan(source('cancelRunningOfJob'))).toBe('SEARCH tasks USING INDEX tasks_job_running (job_id=?)');
+    expect(plan(source('cancelQueuedOfJob'))).toBe('SEARCH tasks USING INDEX tasks_job_queued (job_id=?)');
+    expect(plan(source('queuedClassesOfJob'))).toMatch(/^SEARCH tasks USING INDEX tasks_job_queued \(job_id=\?\)/);
+    expect(plan(source('requeueFailedOfJob'))).toBe('SEARCH tasks USING INDEX tasks_job_failed (job_id=?)');
+    expect(plan(source('requeueCancelledOfJob'))).toBe('SEARCH tasks USING INDEX tasks_job_cancelled (job_id=?)');
+  });
+
   describe('a class a claim found empty is claimable again when a task re-enters the queue', () => {
     /** Claims the only gpu task, then claims again so the emptied class is dropped. */
     function drainGpuClass(retries = 0) {
