@@ -506,7 +506,12 @@ export class TaskStore {
 
   /** One page of result lines for a job's terminal tasks, after task `afterSeq`. */
   resultsPage(jobSeq: number, afterSeq: number, limit: number): { lines: ResultLine[]; lastSeq: number | null } {
-    const rows = this.s.terminalTasksOfJob.all(jobSeq, afterSeq, limit) as TaskRow[];
+    // The first `limit` of each terminal state, merged in task order: the first `limit` of the
+    // merge are the page (each state's index is read for `limit` entries at most; migration 7).
+    const rows = (['succeeded', 'failed', 'cancelled'] as const)
+      .flatMap((state) => this.s.terminalOfJobIn[state].all(jobSeq, afterSeq, limit) as TaskRow[])
+      .sort((a, b) => a.id - b.id)
+      .slice(0, limit);
     const lines = rows.map((r): ResultLine => {
       const result = decodeResult(r.result);
       return {
@@ -1074,7 +1079,7 @@ function prepare(db: Database.Database) {
     getTask: p(`SELECT * FROM tasks WHERE id = ?`),
     listTasks: p(`SELECT * FROM tasks WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?`),
     // One statement per state, the state a literal: SQLite uses a partial index (migration 7)
-    // only for a query whose WHERE names its state. Succeeded ones walk the job's tasks.
+    // only for a query whose WHERE contains the index's own condition.
     listTasksIn: {
       queued: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'queued' AND id > ? ORDER BY id LIMIT ?`),
       running: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'running' AND id > ? ORDER BY id LIMIT ?`),
@@ -1082,9 +1087,11 @@ function prepare(db: Database.Database) {
       failed: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'failed' AND id > ? ORDER BY id LIMIT ?`),
       cancelled: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'cancelled' AND id > ? ORDER BY id LIMIT ?`),
     } satisfies Record<TaskState, Database.Statement>,
-    terminalTasksOfJob: p(`
-      SELECT id, key, state, attempts, result FROM tasks
-      WHERE job_id = ? AND id > ? AND state IN ('succeeded','failed','cancelled') ORDER BY id LIMIT ?`),
+    terminalOfJobIn: {
+      succeeded: p(`SELECT id, key, state, attempts, result FROM tasks WHERE job_id = ? AND state = 'succeeded' AND id > ? ORDER BY id LIMIT ?`),
+      failed: p(`SELECT id, key, state, attempts, result FROM tasks WHERE job_id = ? AND state = 'failed' AND id > ? ORDER BY id LIMIT ?`),
+      cancelled: p(`SELECT id, key, state, attempts, result FROM tasks WHERE job_id = ? AND state = 'cancelled' AND id > ? ORDER BY id LIMIT ?`),
+    },
     attemptsOfTask: p(`SELECT * FROM attempts WHERE task_id = ? ORDER BY attempt`),
     anyQueued: p(`SELECT 1 FROM tasks WHERE state = 'queued' LIMIT 1`),
 
