@@ -265,6 +265,7 @@ function plan(smoke: boolean, vs: string | null): Measurement[] {
         { id: 'local-worker', fn: 'local', params: { tasks: S(2_000, 50) } },
         { id: 'local-xargs', fn: 'xargs', params: { tasks: S(2_000, 50) } },
         { id: 'local-node-spawn', fn: 'node-spawn', params: { tasks: S(2_000, 50) } },
+        { id: 'local-fork-server', fn: 'fork-server', params: { tasks: S(2_000, 50) } },
       ],
       rows: (r) => {
         const ratio = r.ratio(['local-worker', 'tasksPerSec'], ['local-xargs', 'tasksPerSec']);
@@ -275,6 +276,10 @@ function plan(smoke: boolean, vs: string | null): Measurement[] {
           measurement: '5. local', figure: 'bare Node.js spawn of `true` (piped, detached), same slots: the floor for a Node worker', value: r.get('local-node-spawn', 'tasksPerSec'), unit: 'tasks/s',
           reference: `xargs -P${r.get('local-xargs', 'slots')} -n1 true`, referenceValue: r.get('local-xargs', 'tasksPerSec'), referenceUnit: 'tasks/s',
           ratio: r.ratio(['local-node-spawn', 'tasksPerSec'], ['local-xargs', 'tasksPerSec']), target: '— (shows what is reachable)', met: null,
+        }, {
+          measurement: '5. local', figure: 'a minimal fork server (`bench/fork-server.pl`) starting `true` for a Node client, same slots, nothing else: the floor for a worker that spawns through a helper', value: r.get('local-fork-server', 'tasksPerSec'), unit: 'tasks/s',
+          reference: `xargs -P${r.get('local-xargs', 'slots')} -n1 true`, referenceValue: r.get('local-xargs', 'tasksPerSec'), referenceUnit: 'tasks/s',
+          ratio: r.ratio(['local-fork-server', 'tasksPerSec'], ['local-xargs', 'tasksPerSec']), target: '— (≥ 0.7 if a helper could reach the target)', met: null,
         }];
       },
     },

@@ -485,6 +485,39 @@ async function nodeSpawn(p: Params): Promise<Figures> {
   return { tasksPerSec: tasks / seconds, seconds, slots };
 }
 
+/**
+ * The floor for a worker that starts its tasks through a small helper process
+ * (bench/fork-server.pl, in Perl) instead of forking itself: `slots` `true`s at a time, each
+ * requested over a pipe and reported back when it exits, and nothing else: no files, no
+ * manager, no result. What the local target would need from any worker built that way.
+ */
+async function forkServer(p: Params): Promise<Figures> {
+  const tasks = num(p, 'tasks', 2_000);
+  const slots = num(p, 'slots', cpus().length);
+  const helper = track(spawn('perl', [join(ROOT, 'bench/fork-server.pl')], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  let started = 0;
+  let done = 0;
+  const t0 = performance.now();
+  try {
+    await within(300_000, 'fork server floor', new Promise<void>((resolve, reject) => {
+      helper.once('error', reject);
+      helper.once('exit', (code) => done < tasks && reject(new Error(`fork server exited ${code} after ${done} tasks`)));
+      const next = () => started < tasks && helper.stdin!.write(`${++started}\n`);
+      createInterface({ input: helper.stdout! }).on('line', (line) => {
+        const status = line.split(' ')[1];
+        if (status !== '0') return reject(new Error(`true ended with wait status ${status}`));
+        if (++done === tasks) resolve();
+        else next();
+      });
+      for (let i = 0; i < slots; i++) next();
+    }));
+    return { tasksPerSec: tasks / ((performance.now() - t0) / 1000), seconds: (performance.now() - t0) / 1000, slots };
+  } finally {
+    helper.stdin!.end();
+    await within(10_000, 'fork server exit', once(helper, 'exit')).catch(() => helper.kill('SIGKILL'));
+  }
+}
+
 // ---- --vs bullmq -----------------------------------------------------------------------------------
 
 /** Where `--vs bullmq` installs bullmq and ioredis (never part of the workspace). */
@@ -562,6 +595,7 @@ export const VARIANTS: Record<string, (p: Params) => Promise<Figures>> = {
   local,
   xargs,
   'node-spawn': nodeSpawn,
+  'fork-server': forkServer,
   bullmq,
 };
 
