@@ -149,18 +149,18 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     version: 7,
     name: 'job indexes that a task changing state does not move',
-    // A job's tasks in order, and those in each state but succeeded, as separate indexes keyed
-    // by (job_id, id), instead of one index keyed by (job_id, state, id).
+    // A job's tasks in order, and those in each state, as separate indexes keyed by
+    // (job_id, id), instead of one index keyed by (job_id, state, id).
     // Why: an entry keyed by state moved at every transition, twice per task on the dispatch
     // path (queued -> running -> succeeded), each a delete and an insert in a large index; with
     // state out of the keys, a lease deletes one partial entry and inserts one, a success
     // deletes one and inserts one. Measured (bench/store-micro.ts, docs/benchmarks.md): the gain
     // comes from keys that do not change; a partial index with state in its key cost as much as
     // the old one, and one whose condition is an IN list (all terminal states) cost 10%.
-    // Every state but succeeded could be read by walking tasks_job, but a page of results or of
-    // succeeded tasks near the end of a running job then read every queued task after it
-    // (~0.1 s on the event loop for a job of 1M tasks), so each state has its index, and the
-    // results (terminal tasks in order) merge three of them (TaskStore.resultsPage).
+    // Succeeded tasks, most of a job's, could be read by walking tasks_job, but a page of them
+    // or of results near the end of a running job then read every queued task after it (~0.1 s
+    // on the event loop for a job of 1M tasks), so they have their index too, and a page of
+    // results (terminal tasks in order) merges three (TaskStore.resultsPage).
     // Queries must name the state as a literal for SQLite to use a partial index
     // (TaskStore's per-state statements; claim.test.ts checks the plans).
     sql: /* sql */ `
@@ -168,7 +168,6 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_id, id);
       CREATE INDEX IF NOT EXISTS tasks_job_queued ON tasks (job_id, id) WHERE state = 'queued';
       CREATE INDEX IF NOT EXISTS tasks_job_running ON tasks (job_id, id) WHERE state = 'running';
-      CREATE INDEX IF NOT EXISTS tasks_job_failed ON tasks (job_id, id) WHERE state = 'failed';
       CREATE INDEX IF NOT EXISTS tasks_job_succeeded ON tasks (job_id, id) WHERE state = 'succeeded';
       CREATE INDEX IF NOT EXISTS tasks_job_failed ON tasks (job_id, id) WHERE state = 'failed';
       CREATE INDEX IF NOT EXISTS tasks_job_cancelled ON tasks (job_id, id) WHERE state = 'cancelled';

@@ -21,3 +21,27 @@ describe('schema version', () => {
     }
   });
 });
+
+describe('the tasks table\'s indexes', () => {
+  it('are the ones migration 7 leaves, on a fresh database and on one upgraded from version 6', () => {
+    const expected = ['tasks_job', 'tasks_job_cancelled', 'tasks_job_failed', 'tasks_job_key', 'tasks_job_queued', 'tasks_job_running', 'tasks_job_succeeded', 'tasks_leases', 'tasks_queue_class', 'tasks_worker'];
+    const indexes = (db: Database.Database) =>
+      (db.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks' AND name NOT LIKE 'sqlite_%' ORDER BY name`).all() as Array<{ name: string }>).map((r) => r.name);
+    const { store, path } = openStore();
+    expect(indexes(store.db)).toEqual(expected);
+    // As version 6 left it: the one job index keyed by state.
+    store.createJob({ tasks: [{ shell: 'true' }] });
+    store.db.exec(`DROP INDEX tasks_job; DROP INDEX tasks_job_queued; DROP INDEX tasks_job_running; DROP INDEX tasks_job_succeeded;
+                   DROP INDEX tasks_job_failed; DROP INDEX tasks_job_cancelled; CREATE INDEX tasks_job_state ON tasks (job_id, state, id);
+                   PRAGMA user_version = 6;`);
+    store.close();
+    const upgraded = reopen(path);
+    try {
+      expect(indexes(upgraded.db)).toEqual(expected);
+      expect(upgraded.listTasks(1, { state: 'queued', limit: 10 }).items.map((t) => t.id)).toEqual(['task-1']);
+      expect(upgraded.db.pragma('integrity_check', { simple: true })).toBe('ok');
+    } finally {
+      upgraded.close();
+    }
+  });
+});
