@@ -263,6 +263,26 @@ describe('worker end to end', () => {
     }
   });
 
+  it('refuses a second worker on a work dir another one runs on, and runs once that one was killed -9', async () => {
+    const m = await startManager();
+    const first = startWorker(m, { name: 'first', slots: 1 });
+    await first.waitForLog((l) => l.msg === 'registered with the manager', 'first registration');
+    // A second daemon on the same dir (started by hand beside systemd's, say) would share the
+    // worker id, the outbox and the running records.
+    const second = startWorker(m, { name: 'second', slots: 1, workDir: first.workDir });
+    expect((await second.exited).code).toBe(2);
+    const lines = second.stderr().trim().split('\n');
+    expect(lines).toEqual([`pullman-worker: another pullman-worker is running with the work dir ${first.workDir} (it holds ${join(first.workDir, 'worker.sock')}); stop it first, or give this one a PULLMAN_WORK_DIR of its own`]);
+    expect((await m.api.workers()).map((w) => w.name)).toEqual(['first']);
+    // The kernel frees the lock however its holder dies; the socket file left behind is replaced.
+    first.proc.kill('SIGKILL');
+    await first.exited;
+    const third = startWorker(m, { ...first.opts, name: 'third' });
+    await third.waitForLog((l) => l.msg === 'registered with the manager', 'third registration');
+    const job = await m.api.createJob({ tasks: [{ shell: 'true' }] });
+    expect((await finished(m.api, job.id)).state).toBe('succeeded');
+  });
+
   it('exits 2 when the manager refuses the worker token', async () => {
     const m = await startManager();
     const w = startWorker(m, { name: 'w1', env: { PULLMAN_WORKER_TOKEN: 'wrong-token-wrong-token' } });

@@ -3,15 +3,18 @@
  * pullman-worker: `run` (default) = readiness gate, then the work loop; `wait-ready` = only
  * the gate, for systemd ExecStartPre.
  *
- * Exit codes: 0 drained or ready; 1 runtime failure or forced stop; 2 bad configuration or a
- * refused token; 3-8 the gate's refusals (see GATE_EXIT_CODES in gate.ts).
+ * Exit codes: 0 drained or ready; 1 runtime failure or forced stop; 2 bad configuration, a
+ * refused token, or a work dir another worker runs on; 3-8 the gate's refusals (see
+ * GATE_EXIT_CODES in gate.ts).
  */
+import { mkdir } from 'node:fs/promises';
 import { pino, type Logger } from 'pino';
 import { ImdsClient, ScheduledEventsWatcher, msUntilNotBefore } from '@pullman/azure';
 import { PULLMAN_VERSION, PullmanError } from '@pullman/protocol';
 import { parseWorkerCommand, type WorkerConfig } from './config.js';
 import { WorkerDaemon } from './daemon.js';
 import { GateError, createGate, type GateResult } from './gate.js';
+import { WorkDirBusyError, lockWorkDir, type WorkDirLock } from './instance-lock.js';
 
 async function main(): Promise<number> {
   let parsed;
@@ -25,6 +28,20 @@ async function main(): Promise<number> {
   const { command, config } = parsed;
   const log = pino({ level: config.logLevel, base: { service: 'pullman-worker', name: config.name } });
   log.info({ command, version: PULLMAN_VERSION, manager: config.managerUrl, slots: config.slots, labels: config.labels, ready: config.ready, workDir: config.workDir }, 'state starting');
+
+  // Before the gate, so that a second worker on this work dir is refused at once, not after
+  // waiting for Azure. `wait-ready` (systemd's ExecStartPre) only waits, and takes no lock.
+  let lock: WorkDirLock | null = null;
+  if (command === 'run') {
+    try {
+      await mkdir(config.workDir, { recursive: true }).catch(() => {}); // the daemon reports what fails here
+      lock = await lockWorkDir(config.workDir, (why) => log.warn({ workDir: config.workDir, why }, 'cannot lock the work dir: running without the check for a second worker on it'));
+    } catch (err) {
+      if (!(err instanceof WorkDirBusyError)) throw err;
+      log.error({ workDir: config.workDir }, err.message);
+      return fail(err, 2);
+    }
+  }
 
   // The gate can be interrupted by a signal; the work loop drains on the first and dies on the second.
   const abort = new AbortController();
@@ -64,6 +81,7 @@ async function main(): Promise<number> {
   const watcher = await scheduledEventsWatcher(config, gate, log, d);
   const code = await d.run();
   await watcher?.stop();
+  await lock?.release();
   return code;
 }
 
