@@ -272,15 +272,24 @@ describe('worker end to end', () => {
     const second = startWorker(m, { name: 'second', slots: 1, workDir: first.workDir });
     expect((await second.exited).code).toBe(2);
     const lines = second.stderr().trim().split('\n');
-    expect(lines).toEqual([`pullman-worker: another pullman-worker is running with the work dir ${first.workDir} (it holds ${join(first.workDir, 'worker.sock')}); stop it first, or give this one a PULLMAN_WORK_DIR of its own`]);
+    expect(lines).toEqual([`pullman-worker: another pullman-worker is running with the work dir ${first.workDir}; stop it first, or give this one a PULLMAN_WORK_DIR of its own`]);
     expect((await m.api.workers()).map((w) => w.name)).toEqual(['first']);
-    // The kernel frees the lock however its holder dies; the socket file left behind is replaced.
+    // The kernel frees the lock however its holder dies, and a task process that outlives it
+    // did not inherit it: the next worker on the dir starts.
+    const long = await m.api.createJob({ tasks: [{ shell: 'exec sleep 120', key: 'long' }] });
+    await first.waitForLog((l) => l.msg === 'task started', 'task start');
+    const [record] = readdirSync(join(first.workDir, 'running'));
+    const { pid } = JSON.parse(readFileSync(join(first.workDir, 'running', record!), 'utf8')) as { pid: number };
     first.proc.kill('SIGKILL');
     await first.exited;
-    const third = startWorker(m, { ...first.opts, name: 'third' });
+    expect(alive(pid)).toBe(true);
+    const third = startWorker(m, { ...first.opts, name: 'third', slots: 2 });
     await third.waitForLog((l) => l.msg === 'registered with the manager', 'third registration');
     const job = await m.api.createJob({ tasks: [{ shell: 'true' }] });
     expect((await finished(m.api, job.id)).state).toBe('succeeded');
+    // Tidy: the orphan was killed by the third worker at its start, and its rerun goes with the job.
+    await until('the orphaned sleep to be gone', () => (alive(pid) ? undefined : true), 10_000);
+    await m.api.call('POST', `/v1/jobs/${long.id}/cancel`);
   });
 
   it('exits 2 when the manager refuses the worker token', async () => {

@@ -6,24 +6,16 @@
  * re-sends the other's results from the shared outbox and takes the other's running records for
  * orphans of a crash. Refusing the second one at its start is the only safe answer.
  *
- * The lock is a Unix socket listening in the work dir. The kernel closes it when its process
- * dies, however it dies (kill -9 included), which a pid file cannot promise (a dead worker's
- * pid can belong to anything later). A socket file left behind by a dead worker refuses
- * connections and is replaced. It also holds across containers that share the directory,
- * whose pids mean nothing to each other.
+ * The lock is a Unix socket in Linux's abstract namespace, named after the work dir's device
+ * and inode (so every spelling of the path, symlinks included, names one lock). Binding it is
+ * atomic, and the kernel frees it the moment its process dies, however it dies: no file is left
+ * behind to judge stale. A socket file in the work dir was tried first and lost: replacing a
+ * dead holder's file (connect, unlink, listen) let two workers started together both win, and
+ * a holder under another uid looked dead (EACCES) and was replaced. Its scope is one host (one
+ * network namespace): two hosts sharing a work dir over NFS are not stopped by it.
  */
-import { createConnection, createServer, type Server } from 'node:net';
-import { unlink } from 'node:fs/promises';
-import { join } from 'node:path';
-
-/** The lock's file name in the work dir. */
-export const LOCK_NAME = 'worker.sock';
-
-/** Linux's limit for a socket path (sun_path is 108 bytes with its NUL); a longer one is cut. */
-const MAX_SOCKET_PATH = 107;
-
-/** How long a connection to the lock may take before its holder counts as alive anyway. */
-const ANSWER_TIMEOUT_MS = 2_000;
+import { createServer, type Server } from 'node:net';
+import { stat } from 'node:fs/promises';
 
 /** Another live worker holds this work dir. */
 export class WorkDirBusyError extends Error {
@@ -31,65 +23,51 @@ export class WorkDirBusyError extends Error {
 }
 
 export interface WorkDirLock {
-  /** Stops listening and removes the socket file (a normal exit). */
+  /** Stops listening (a normal exit); the kernel does the same at any other. */
   release(): Promise<void>;
+}
+
+/** The lock's name for a work dir: its identity on this host, not its path. */
+export async function lockName(workDir: string): Promise<string> {
+  const { dev, ino } = await stat(workDir);
+  return `\0pullman-worker:${dev}:${ino}`;
 }
 
 /**
  * Takes the work dir's lock, or throws WorkDirBusyError naming the work dir. Where no lock can
- * be made (a path too long for a socket, a directory it cannot write), `onUnavailable` hears why
- * and the worker runs without one: a work dir it cannot write stops it later with its own error,
- * and a long path is no reason to refuse to run.
+ * be made (no such dir yet, a system without abstract sockets), `onUnavailable` hears why and
+ * the worker runs without one: a work dir it cannot use stops it later with its own error.
  */
 export async function lockWorkDir(workDir: string, onUnavailable: (why: string) => void): Promise<WorkDirLock> {
-  const path = join(workDir, LOCK_NAME);
-  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
-    onUnavailable(`the path ${path} is longer than a Unix socket's ${MAX_SOCKET_PATH} bytes`);
+  let name: string;
+  try {
+    name = await lockName(workDir);
+  } catch (err) {
+    onUnavailable(`${workDir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     return { release: async () => {} };
   }
-  for (let attempt = 0; attempt < 2; attempt++) {
-    const server = createServer((socket) => socket.destroy());
-    try {
-      await listen(server, path);
-      server.unref(); // the lock never keeps the process alive
-      return { release: () => new Promise<void>((resolve) => server.close(() => resolve())) };
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'EADDRINUSE') {
-        onUnavailable(`${path}: ${code ?? String(err)}`);
-        return { release: async () => {} };
-      }
-      // Taken twice: a worker started alongside this one won the race for a stale file.
-      if (attempt > 0 || (await answers(path))) {
-        throw new WorkDirBusyError(`another pullman-worker is running with the work dir ${workDir} (it holds ${path}); stop it first, or give this one a PULLMAN_WORK_DIR of its own`);
-      }
-      await unlink(path).catch(() => {}); // left by a worker that died without closing it
+  // Nobody connects: holding the name is the whole point, so a connection is closed at once.
+  const server = createServer((socket) => socket.destroy());
+  try {
+    await listen(server, name);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') {
+      throw new WorkDirBusyError(`another pullman-worker is running with the work dir ${workDir}; stop it first, or give this one a PULLMAN_WORK_DIR of its own`);
     }
+    onUnavailable(`an abstract socket for ${workDir}: ${code ?? String(err)}`);
+    return { release: async () => {} };
   }
-  throw new Error('unreachable');
+  server.unref(); // the lock never keeps the process alive
+  return { release: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
-function listen(server: Server, path: string): Promise<void> {
+function listen(server: Server, name: string): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(path, () => {
+    server.listen(name, () => {
       server.off('error', reject);
       resolve();
     });
-  });
-}
-
-/** Whether a live process listens on `path`. A holder too slow to answer counts as alive. */
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = createConnection(path);
-    const done = (alive: boolean) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(alive);
-    };
-    const timer = setTimeout(() => done(true), ANSWER_TIMEOUT_MS);
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
   });
 }
