@@ -91,12 +91,12 @@ export function attemptPaths(workDir: string, task: Pick<TaskAssignment, 'taskId
  * start used to kill the worker with every task it ran.
  */
 async function prepareAttempt(workDir: string, paths: { scratch: string; output: string }): Promise<string | null> {
-  try {
-    await Promise.all([mkdir(paths.scratch, { recursive: true }), mkdir(join(workDir, 'logs'), { recursive: true }), mkdir(join(workDir, 'outputs'), { recursive: true }), removeFile(paths.output)]);
-    return null;
-  } catch (err) {
-    return `cannot prepare the task's files under ${workDir}: ${describeFsError(err)}`;
-  }
+  // allSettled, not all: with all, the first failure returned while the other calls still ran,
+  // and one of them could make a directory after the caller had moved on (a cleanup of the work
+  // dir could meet it half-way).
+  const outcomes = await Promise.allSettled([mkdir(paths.scratch, { recursive: true }), mkdir(join(workDir, 'logs'), { recursive: true }), mkdir(join(workDir, 'outputs'), { recursive: true }), removeFile(paths.output)]);
+  const failed = outcomes.find((o) => o.status === 'rejected');
+  return failed ? `cannot prepare the task's files under ${workDir}: ${describeFsError(failed.reason)}` : null;
 }
 
 /**
