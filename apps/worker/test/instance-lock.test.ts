@@ -1,15 +1,15 @@
 /**
- * One worker per work dir: the lock is an abstract Unix socket named after the work dir's
- * identity, freed by the kernel however its holder dies (instance-lock.ts). Real sockets and a
- * real child process, no stand-ins.
+ * One worker per work dir: the lock is an abstract Unix socket named after a key kept in the
+ * work dir, freed by the kernel however its holder dies (instance-lock.ts). Real sockets, files
+ * and a real child process, no stand-ins.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { WorkDirBusyError, lockName, lockWorkDir } from '../src/instance-lock.js';
+import { KEY_FILE, WorkDirBusyError, lockName, lockWorkDir } from '../src/instance-lock.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -58,10 +58,25 @@ describe('lockWorkDir', () => {
     await lock.release();
   });
 
+  it('names each work dir by a key of its own, made once, readable by its owner only', async () => {
+    const [a, b] = [workDir(), workDir()];
+    // Workers starting together on a new dir agree on one key.
+    const names = await Promise.all(Array.from({ length: 5 }, () => lockName(a)));
+    expect(new Set(names).size).toBe(1);
+    expect(names[0]).toMatch(/^\0pullman-worker:[0-9a-f]{32}$/);
+    expect(await lockName(b)).not.toBe(names[0]);
+    expect(statSync(join(a, KEY_FILE)).mode & 0o777).toBe(0o600);
+    expect(readdirSync(a)).toEqual([KEY_FILE]); // no temporary file left
+  });
+
   it('runs without a lock, saying why, where none can be made', async () => {
     const warnings: string[] = [];
     const lock = await lockWorkDir(join(workDir(), 'no-such-dir'), (why) => warnings.push(why));
     await lock.release();
-    expect(warnings).toEqual([expect.stringMatching(/no-such-dir: ENOENT$/)]);
+    const edited = workDir();
+    writeFileSync(join(edited, KEY_FILE), 'not a key\n');
+    const other = await lockWorkDir(edited, (why) => warnings.push(why));
+    await other.release();
+    expect(warnings).toEqual([expect.stringMatching(/no-such-dir: ENOENT$/), expect.stringContaining('does not hold a lock key (32 hex digits)')]);
   });
 });
