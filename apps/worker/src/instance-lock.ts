@@ -6,28 +6,37 @@
  * re-sends the other's results from the shared outbox and takes the other's running records for
  * orphans of a crash. Refusing the second one at its start is the only safe answer.
  *
- * The lock is a Unix socket in Linux's abstract namespace named after a random key kept in the
- * work dir (`lock-key`, readable by the worker's user only), so every path to the dir names one
- * lock. Binding it is atomic, and the kernel frees it the moment its process dies, however it
- * dies: no file is left behind to judge stale. What was tried first and lost:
- * - a socket file in the work dir: replacing a dead holder's file (connect, unlink, listen) let
- *   two workers started together both win, and a holder under another uid looked dead (EACCES);
- * - a name made of the dir's device and inode: anyone who can stat the dir could bind it first
- *   and keep the worker from starting, and inodes past 2^53 (overlayfs with xino, some NFS)
- *   rounded to one name for two dirs.
- * Its scope is one network namespace: two containers with networks of their own sharing a work
- * dir, or two hosts sharing one over NFS, are not stopped by it. Deleting the work dir under a
+ * The lock is a Unix socket in Linux's abstract namespace. Binding it is atomic, and the kernel
+ * frees it the moment its process dies, however it dies: no file is left behind to judge stale.
+ * Its name is a hash of a random key kept in the work dir (`lock-key`, mode 0600), so every path
+ * to the dir names one lock. Socket names are public (/proc/net/unix), so a name found taken is
+ * not proof of a worker: the holder must answer a challenge with the key. One that cannot is a
+ * stranger squatting the name, and the worker runs without the lock, warning, instead of being
+ * kept from starting by any local user.
+ *
+ * Tried first and lost (docs/reliability.md): a socket file in the work dir (replacing a dead
+ * holder's file let two workers started together both win, and a holder under another uid
+ * looked dead); a name made of the dir's device and inode (anyone could take it first, and
+ * inodes past 2^53 rounded to one name for two dirs); the key itself as the name (public).
+ * Scope: one network namespace. Two containers with networks of their own sharing a work dir,
+ * or two hosts sharing one over NFS, are not stopped by it, and deleting the work dir under a
  * running worker makes a new key, and so a new lock.
  */
-import { randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:net';
-import { link, readFile, unlink, writeFile } from 'node:fs/promises';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { link, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 
 /** The key's file name in the work dir. */
 export const KEY_FILE = 'lock-key';
 
 const KEY = /^[0-9a-f]{32}$/;
+
+/** How long a holder has to answer a challenge, and a challenger to send one. */
+const ANSWER_TIMEOUT_MS = 2_000;
+
+/** Temporary key files older than this were left by a worker killed while making the key. */
+const STALE_TEMP_MS = 60_000;
 
 /** Another live worker holds this work dir. */
 export class WorkDirBusyError extends Error {
@@ -40,27 +49,119 @@ export interface WorkDirLock {
 }
 
 /**
- * The lock's name for a work dir: its key, made on first use. Two workers making it at once
- * agree: each writes a whole key to a file of its own and links it into place, and the one
- * whose link finds the name taken reads the winner's.
+ * The work dir's key, made on first use. Workers making it at once agree: each writes a whole
+ * key to a file of its own (fsynced, so a crash cannot leave an empty one) and links it into
+ * place, and the one whose link finds the name taken reads the winner's.
  */
-export async function lockName(workDir: string): Promise<string> {
+export async function lockKey(workDir: string): Promise<string> {
   const path = join(workDir, KEY_FILE);
   let key = await readKey(path);
   if (key === null) {
     const tmp = join(workDir, `.${KEY_FILE}.${process.pid}.${randomBytes(4).toString('hex')}`);
-    await writeFile(tmp, `${randomBytes(16).toString('hex')}\n`, { mode: 0o600 });
     try {
-      await link(tmp, path);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const file = await open(tmp, 'wx', 0o600);
+      try {
+        await file.writeFile(`${randomBytes(16).toString('hex')}\n`);
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+      await link(tmp, path).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      });
+      await syncDir(workDir);
     } finally {
       await unlink(tmp).catch(() => {});
     }
     key = await readKey(path);
   }
-  if (key === null || !KEY.test(key)) throw new Error(`${path} does not hold a lock key (32 hex digits); delete it and start again`);
-  return `\0pullman-worker:${key}`;
+  if (key === null || !KEY.test(key)) throw new Error(`${path} does not hold a lock key (32 hex digits); stop every worker on this dir, delete it and start again`);
+  return key;
+}
+
+/** The lock's socket name for a key: a hash, so that the public name does not give the key away. */
+export function lockName(key: string): string {
+  return `\0pullman-worker:${createHash('sha256').update(`pullman-worker-lock:${key}`).digest('hex').slice(0, 32)}`;
+}
+
+/**
+ * Takes the work dir's lock, or throws WorkDirBusyError naming the work dir. Where no lock can
+ * be made (no such dir yet, a file system without hard links, a system without abstract
+ * sockets, a name taken by a process that does not know the key), `onUnavailable` hears why and
+ * the worker runs without one: a work dir it cannot use stops it later with its own error.
+ */
+export async function lockWorkDir(workDir: string, onUnavailable: (why: string) => void): Promise<WorkDirLock> {
+  let key: string;
+  try {
+    key = await lockKey(workDir);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    onUnavailable(e.code ? `cannot make ${join(workDir, KEY_FILE)}: ${e.code}` : e.message);
+    return { release: async () => {} };
+  }
+  const name = lockName(key);
+  const server = createServer((socket) => answer(socket, key));
+  try {
+    await listen(server, name);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EADDRINUSE') {
+      onUnavailable(`an abstract socket for ${workDir}: ${code ?? String(err)}`);
+      return { release: async () => {} };
+    }
+    if (await holderKnows(name, key)) {
+      throw new WorkDirBusyError(`another pullman-worker is running with the work dir ${workDir}; stop it first, or give this one a PULLMAN_WORK_DIR of its own`);
+    }
+    onUnavailable(`the lock for ${workDir} is held by a process that does not know its key (not a pullman-worker on this dir)`);
+    return { release: async () => {} };
+  }
+  server.unref(); // the lock never keeps the process alive
+  await removeStaleTemps(workDir);
+  return { release: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+/** The holder's side: reads a challenge line and answers it with the key, then hangs up. */
+function answer(socket: Socket, key: string): void {
+  socket.setTimeout(ANSWER_TIMEOUT_MS, () => socket.destroy());
+  socket.on('error', () => {});
+  let line = '';
+  socket.on('data', (chunk: Buffer) => {
+    line += chunk.toString('latin1');
+    if (line.length > 64) return socket.destroy();
+    const end = line.indexOf('\n');
+    if (end < 0) return;
+    socket.end(`${proof(key, line.slice(0, end))}\n`);
+  });
+}
+
+/** Whether whoever listens on `name` answers a fresh challenge with this key. */
+function holderKnows(name: string, key: string): Promise<boolean> {
+  const challenge = randomBytes(16).toString('hex');
+  const expected = Buffer.from(proof(key, challenge));
+  return new Promise((resolve) => {
+    let reply = '';
+    const socket = createConnection(name);
+    const done = (known: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(known);
+    };
+    const timer = setTimeout(() => done(false), ANSWER_TIMEOUT_MS);
+    socket.on('connect', () => socket.write(`${challenge}\n`));
+    socket.on('data', (chunk: Buffer) => {
+      reply += chunk.toString('latin1');
+      const end = reply.indexOf('\n');
+      if (end < 0) return reply.length > 128 ? done(false) : undefined;
+      const got = Buffer.from(reply.slice(0, end));
+      done(got.length === expected.length && timingSafeEqual(got, expected));
+    });
+    socket.on('error', () => done(false));
+    socket.on('end', () => done(false));
+  });
+}
+
+function proof(key: string, challenge: string): string {
+  return createHmac('sha256', key).update(challenge).digest('hex');
 }
 
 async function readKey(path: string): Promise<string | null> {
@@ -72,33 +173,24 @@ async function readKey(path: string): Promise<string | null> {
   }
 }
 
-/**
- * Takes the work dir's lock, or throws WorkDirBusyError naming the work dir. Where no lock can
- * be made (no such dir yet, a system without abstract sockets), `onUnavailable` hears why and
- * the worker runs without one: a work dir it cannot use stops it later with its own error.
- */
-export async function lockWorkDir(workDir: string, onUnavailable: (why: string) => void): Promise<WorkDirLock> {
-  let name: string;
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
   try {
-    name = await lockName(workDir);
-  } catch (err) {
-    onUnavailable(`${workDir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    return { release: async () => {} };
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
-  // Nobody connects: holding the name is the whole point, so a connection is closed at once.
-  const server = createServer((socket) => socket.destroy());
-  try {
-    await listen(server, name);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE') {
-      throw new WorkDirBusyError(`another pullman-worker is running with the work dir ${workDir}; stop it first, or give this one a PULLMAN_WORK_DIR of its own`);
-    }
-    onUnavailable(`an abstract socket for ${workDir}: ${code ?? String(err)}`);
-    return { release: async () => {} };
+}
+
+/** Temporary key files a worker killed half-way left behind. Only old ones: a new one may be a starting worker's. */
+async function removeStaleTemps(workDir: string): Promise<void> {
+  const names = await readdir(workDir).catch(() => [] as string[]);
+  for (const name of names) {
+    if (!name.startsWith(`.${KEY_FILE}.`)) continue;
+    const path = join(workDir, name);
+    const age = await stat(path).then((s) => Date.now() - s.mtimeMs, () => 0);
+    if (age > STALE_TEMP_MS) await unlink(path).catch(() => {});
   }
-  server.unref(); // the lock never keeps the process alive
-  return { release: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
 function listen(server: Server, name: string): Promise<void> {

@@ -1,15 +1,15 @@
 /**
  * One worker per work dir: the lock is an abstract Unix socket named after a key kept in the
- * work dir, freed by the kernel however its holder dies (instance-lock.ts). Real sockets, files
- * and a real child process, no stand-ins.
+ * work dir, whose holder proves it knows the key, freed by the kernel however its holder dies
+ * (instance-lock.ts). Real sockets, files and child processes, no stand-ins.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { KEY_FILE, WorkDirBusyError, lockName, lockWorkDir } from '../src/instance-lock.js';
+import { KEY_FILE, WorkDirBusyError, lockKey, lockName, lockWorkDir } from '../src/instance-lock.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -23,6 +23,14 @@ const workDir = () => {
 const noWarning = (why: string) => {
   throw new Error(`unexpected: ${why}`);
 };
+
+/** Another process: a worker's lock (through this module), or a stranger bound to the name. */
+async function holder(script: string) {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'], cwd: resolve(__dirname, '..') });
+  await once(child.stdout!, 'data');
+  return child;
+}
+const MODULE = JSON.stringify(resolve(__dirname, '../src/instance-lock.ts'));
 
 describe('lockWorkDir', () => {
   it('refuses a second holder while the first lives, under any path to the dir, and is free once released', async () => {
@@ -46,27 +54,54 @@ describe('lockWorkDir', () => {
     for (const o of outcomes) if (o.status === 'fulfilled') await o.value.release();
   });
 
-  it('is free the moment a holder is killed with SIGKILL', async () => {
+  it('is held by another worker process until it is killed with SIGKILL, then free', async () => {
     const dir = workDir();
-    const name = await lockName(dir);
-    const holder = spawn(process.execPath, ['-e', `require('node:net').createServer().listen(${JSON.stringify(name)}, () => console.log('up'))`], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await once(holder.stdout!, 'data');
+    const other = await holder(`const m = await import(${MODULE}); await m.lockWorkDir(${JSON.stringify(dir)}, (w) => { throw new Error(w); }); console.log('up'); setInterval(() => {}, 1000);`);
     await expect(lockWorkDir(dir, noWarning)).rejects.toBeInstanceOf(WorkDirBusyError);
-    holder.kill('SIGKILL');
-    await once(holder, 'exit');
+    other.kill('SIGKILL');
+    await once(other, 'exit');
     const lock = await lockWorkDir(dir, noWarning);
     await lock.release();
   });
 
-  it('names each work dir by a key of its own, made once, readable by its owner only', async () => {
+  it('runs without the lock, warning, when a stranger holds its name: socket names are public', async () => {
+    const dir = workDir();
+    const name = lockName(await lockKey(dir));
+    // Binds the name (read off /proc/net/unix, say) and answers challenges with nonsense.
+    const stranger = await holder(`import { createServer } from 'node:net'; createServer((s) => s.on('data', () => s.end('0'.repeat(64) + '\\n'))).listen(${JSON.stringify(name)}, () => console.log('up'));`);
+    try {
+      const warnings: string[] = [];
+      const lock = await lockWorkDir(dir, (why) => warnings.push(why));
+      await lock.release();
+      expect(warnings).toEqual([`the lock for ${dir} is held by a process that does not know its key (not a pullman-worker on this dir)`]);
+    } finally {
+      stranger.kill('SIGKILL');
+    }
+  });
+
+  it('names each work dir by a key of its own, made once, readable by its owner only, and not shown in the name', async () => {
     const [a, b] = [workDir(), workDir()];
     // Workers starting together on a new dir agree on one key.
-    const names = await Promise.all(Array.from({ length: 5 }, () => lockName(a)));
-    expect(new Set(names).size).toBe(1);
-    expect(names[0]).toMatch(/^\0pullman-worker:[0-9a-f]{32}$/);
-    expect(await lockName(b)).not.toBe(names[0]);
+    const keys = await Promise.all(Array.from({ length: 5 }, () => lockKey(a)));
+    expect(new Set(keys).size).toBe(1);
+    expect(keys[0]).toMatch(/^[0-9a-f]{32}$/);
+    expect(lockName(keys[0]!)).toMatch(/^\0pullman-worker:[0-9a-f]{32}$/);
+    expect(lockName(keys[0]!)).not.toContain(keys[0]);
+    expect(await lockKey(b)).not.toBe(keys[0]);
     expect(statSync(join(a, KEY_FILE)).mode & 0o777).toBe(0o600);
     expect(readdirSync(a)).toEqual([KEY_FILE]); // no temporary file left
+  });
+
+  it('removes temporary key files a killed worker left, once they are old', async () => {
+    const dir = workDir();
+    const old = join(dir, `.${KEY_FILE}.123.deadbeef`);
+    const fresh = join(dir, `.${KEY_FILE}.456.cafef00d`);
+    writeFileSync(old, '');
+    writeFileSync(fresh, '');
+    utimesSync(old, new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000));
+    const lock = await lockWorkDir(dir, noWarning);
+    await lock.release();
+    expect(readdirSync(dir).sort()).toEqual([`.${KEY_FILE}.456.cafef00d`, KEY_FILE]);
   });
 
   it('runs without a lock, saying why, where none can be made', async () => {
@@ -77,6 +112,6 @@ describe('lockWorkDir', () => {
     writeFileSync(join(edited, KEY_FILE), 'not a key\n');
     const other = await lockWorkDir(edited, (why) => warnings.push(why));
     await other.release();
-    expect(warnings).toEqual([expect.stringMatching(/no-such-dir: ENOENT$/), expect.stringContaining('does not hold a lock key (32 hex digits)')]);
+    expect(warnings).toEqual([expect.stringMatching(/no-such-dir\/lock-key: ENOENT$/), expect.stringContaining('does not hold a lock key (32 hex digits)')]);
   });
 });
