@@ -10,9 +10,12 @@
  * frees it the moment its process dies, however it dies: no file is left behind to judge stale.
  * Its name is a hash of a random key kept in the work dir (`lock-key`, mode 0600), so every path
  * to the dir names one lock. Socket names are public (/proc/net/unix), so a name found taken is
- * not proof of a worker: the holder must answer a challenge with the key. One that cannot is a
- * stranger squatting the name, and the worker runs without the lock, warning, instead of being
- * kept from starting by any local user.
+ * not proof of a worker: the holder must answer a challenge with the key. One that answers
+ * wrongly is a stranger squatting the name, and the worker runs without the lock, warning,
+ * instead of being kept from starting by any local user. One that does not answer at all may be
+ * a worker stopped in a terminal (Ctrl-Z) or stuck: that counts as busy, since two workers on
+ * one dir cost more than a worker that does not start and says why. One that is gone by the
+ * time it is asked (it exited meanwhile) frees the name: the bind is tried again.
  *
  * Tried first and lost (docs/reliability.md): a socket file in the work dir (replacing a dead
  * holder's file let two workers started together both win, and a holder under another uid
@@ -33,7 +36,13 @@ export const KEY_FILE = 'lock-key';
 const KEY = /^[0-9a-f]{32}$/;
 
 /** How long a holder has to answer a challenge, and a challenger to send one. */
-const ANSWER_TIMEOUT_MS = 2_000;
+const ANSWER_TIMEOUT_MS = 5_000;
+
+/** Challenges answered at once; more are refused (nothing but a contender should connect). */
+const MAX_CHALLENGES = 4;
+
+/** Binds tried when the holder is gone by the time it is challenged. */
+const BIND_ATTEMPTS = 3;
 
 /** Temporary key files older than this were left by a worker killed while making the key. */
 const STALE_TEMP_MS = 60_000;
@@ -100,29 +109,55 @@ export async function lockWorkDir(workDir: string, onUnavailable: (why: string) 
     return { release: async () => {} };
   }
   const name = lockName(key);
-  const server = createServer((socket) => answer(socket, key));
-  try {
-    await listen(server, name);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EADDRINUSE') {
-      onUnavailable(`an abstract socket for ${workDir}: ${code ?? String(err)}`);
-      return { release: async () => {} };
+  for (let attempt = 1; ; attempt++) {
+    const open = new Set<Socket>();
+    const server = createServer((socket) => answer(socket, key, open));
+    server.maxConnections = MAX_CHALLENGES;
+    try {
+      await listen(server, name);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EADDRINUSE') {
+        onUnavailable(`an abstract socket for ${workDir}: ${code ?? String(err)}`);
+        return { release: async () => {} };
+      }
+      const holder = await challenge(name, key);
+      if (holder === 'gone' && attempt < BIND_ATTEMPTS) continue; // it exited meanwhile: bind again
+      if (holder === 'stranger') {
+        onUnavailable(`the lock for ${workDir} is held by a process that does not know its key (not a pullman-worker on this dir)`);
+        return { release: async () => {} };
+      }
+      throw new WorkDirBusyError(
+        holder === 'silent'
+          ? `a process holds the lock for the work dir ${workDir} and does not answer (a pullman-worker stopped or stuck?); stop it first, or give this one a PULLMAN_WORK_DIR of its own`
+          : `another pullman-worker is running with the work dir ${workDir}; stop it first, or give this one a PULLMAN_WORK_DIR of its own`,
+      );
     }
-    if (await holderKnows(name, key)) {
-      throw new WorkDirBusyError(`another pullman-worker is running with the work dir ${workDir}; stop it first, or give this one a PULLMAN_WORK_DIR of its own`);
-    }
-    onUnavailable(`the lock for ${workDir} is held by a process that does not know its key (not a pullman-worker on this dir)`);
-    return { release: async () => {} };
+    server.unref(); // the lock never keeps the process alive
+    await removeStaleTemps(workDir);
+    return {
+      release: () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          for (const socket of open) socket.destroy(); // or close() waits for them
+        }),
+    };
   }
-  server.unref(); // the lock never keeps the process alive
-  await removeStaleTemps(workDir);
-  return { release: () => new Promise<void>((resolve) => server.close(() => resolve())) };
 }
 
-/** The holder's side: reads a challenge line and answers it with the key, then hangs up. */
-function answer(socket: Socket, key: string): void {
-  socket.setTimeout(ANSWER_TIMEOUT_MS, () => socket.destroy());
+/**
+ * The holder's side: reads a challenge line and answers it with the key, then hangs up. Each
+ * connection has one deadline in all, not an idle timeout, and does not keep the process alive.
+ */
+function answer(socket: Socket, key: string, open: Set<Socket>): void {
+  open.add(socket);
+  socket.unref();
+  const deadline = setTimeout(() => socket.destroy(), ANSWER_TIMEOUT_MS);
+  deadline.unref();
+  socket.on('close', () => {
+    clearTimeout(deadline);
+    open.delete(socket);
+  });
   socket.on('error', () => {});
   let line = '';
   socket.on('data', (chunk: Buffer) => {
@@ -134,29 +169,36 @@ function answer(socket: Socket, key: string): void {
   });
 }
 
-/** Whether whoever listens on `name` answers a fresh challenge with this key. */
-function holderKnows(name: string, key: string): Promise<boolean> {
-  const challenge = randomBytes(16).toString('hex');
-  const expected = Buffer.from(proof(key, challenge));
+/**
+ * Who listens on `name`: a worker that knows this key, a stranger that answers otherwise, one
+ * that accepts and never answers (`silent`), or nobody any more (`gone`: refused, or hung up
+ * without a word).
+ */
+function challenge(name: string, key: string): Promise<'worker' | 'stranger' | 'silent' | 'gone'> {
+  const nonce = randomBytes(16).toString('hex');
+  const expected = Buffer.from(proof(key, nonce));
   return new Promise((resolve) => {
     let reply = '';
+    let settled = false;
     const socket = createConnection(name);
-    const done = (known: boolean) => {
+    const done = (who: 'worker' | 'stranger' | 'silent' | 'gone') => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       socket.destroy();
-      resolve(known);
+      resolve(who);
     };
-    const timer = setTimeout(() => done(false), ANSWER_TIMEOUT_MS);
-    socket.on('connect', () => socket.write(`${challenge}\n`));
+    const timer = setTimeout(() => done('silent'), ANSWER_TIMEOUT_MS);
+    socket.on('connect', () => socket.write(`${nonce}\n`));
     socket.on('data', (chunk: Buffer) => {
       reply += chunk.toString('latin1');
       const end = reply.indexOf('\n');
-      if (end < 0) return reply.length > 128 ? done(false) : undefined;
+      if (end < 0) return reply.length > 128 ? done('stranger') : undefined;
       const got = Buffer.from(reply.slice(0, end));
-      done(got.length === expected.length && timingSafeEqual(got, expected));
+      done(got.length === expected.length && timingSafeEqual(got, expected) ? 'worker' : 'stranger');
     });
-    socket.on('error', () => done(false));
-    socket.on('end', () => done(false));
+    socket.on('error', () => done('gone'));
+    socket.on('end', () => done(reply.length > 0 ? 'stranger' : 'gone'));
   });
 }
 

@@ -64,6 +64,31 @@ describe('lockWorkDir', () => {
     await lock.release();
   });
 
+  it('counts a holder that does not answer (a worker stopped with Ctrl-Z, say) as busy', async () => {
+    const dir = workDir();
+    const other = await holder(`const m = await import(${MODULE}); await m.lockWorkDir(${JSON.stringify(dir)}, (w) => { throw new Error(w); }); console.log('up'); setInterval(() => {}, 1000);`);
+    try {
+      other.kill('SIGSTOP');
+      await expect(lockWorkDir(dir, noWarning)).rejects.toThrow(`a process holds the lock for the work dir ${dir} and does not answer`);
+    } finally {
+      other.kill('SIGKILL');
+    }
+  });
+
+  it('binds again when the holder is gone by the time it is asked', async () => {
+    const dir = workDir();
+    const name = lockName(await lockKey(dir));
+    // Exits while being challenged: stops listening, then hangs up without a word.
+    const dying = await holder(`import { createServer } from 'node:net'; const server = createServer((s) => { server.close(); setTimeout(() => s.destroy(), 50); }); server.listen(${JSON.stringify(name)}, () => console.log('up'));`);
+    try {
+      const lock = await lockWorkDir(dir, noWarning);
+      await expect(lockWorkDir(dir, noWarning)).rejects.toBeInstanceOf(WorkDirBusyError); // this one holds it now
+      await lock.release();
+    } finally {
+      dying.kill('SIGKILL');
+    }
+  });
+
   it('runs without the lock, warning, when a stranger holds its name: socket names are public', async () => {
     const dir = workDir();
     const name = lockName(await lockKey(dir));
