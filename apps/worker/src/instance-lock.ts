@@ -26,9 +26,10 @@
  * running worker makes a new key, and so a new lock.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { link, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { link, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { syncDir, writeSynced } from './durable.js';
 
 /** The key's file name in the work dir. */
 export const KEY_FILE = 'lock-key';
@@ -68,13 +69,7 @@ export async function lockKey(workDir: string): Promise<string> {
   if (key === null) {
     const tmp = join(workDir, `.${KEY_FILE}.${process.pid}.${randomBytes(4).toString('hex')}`);
     try {
-      const file = await open(tmp, 'wx', 0o600);
-      try {
-        await file.writeFile(`${randomBytes(16).toString('hex')}\n`);
-        await file.sync();
-      } finally {
-        await file.close();
-      }
+      await writeSynced(tmp, `${randomBytes(16).toString('hex')}\n`, 'wx');
       await link(tmp, path).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'EEXIST') throw err;
       });
@@ -212,15 +207,6 @@ async function readKey(path: string): Promise<string | null> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 

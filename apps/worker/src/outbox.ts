@@ -5,9 +5,10 @@
  * per result: an ack deletes exactly one file, and a torn write (crash mid-write) can only ever
  * be a temp file, which is ignored.
  */
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ExecutionReport } from '@pullman/protocol';
+import { syncDir, writeSynced } from './durable.js';
 
 export interface PendingResult {
   taskId: string;
@@ -38,13 +39,7 @@ export class Outbox {
   async put(result: PendingResult): Promise<void> {
     const final = this.file(result.taskId, result.leaseId);
     const tmp = `${final}.tmp`;
-    const file = await open(tmp, 'w', 0o600);
-    try {
-      await file.writeFile(JSON.stringify(result));
-      await file.sync();
-    } finally {
-      await file.close();
-    }
+    await writeSynced(tmp, JSON.stringify(result), 'w');
     await rename(tmp, final);
     await syncDir(this.dir);
   }
@@ -72,14 +67,5 @@ export class Outbox {
       }
     }
     return out;
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }

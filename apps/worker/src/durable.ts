@@ -1,0 +1,28 @@
+/**
+ * Writes that must survive a crash of the machine, not only of the process: the result outbox
+ * (outbox.ts) and the work dir's lock key (instance-lock.ts). Each writes a whole file, fsyncs
+ * it, publishes it under its final name (rename or link, the caller's choice) and then fsyncs
+ * the directory, so that the name too is on disk. The fsyncs run on libuv's thread pool.
+ */
+import { open } from 'node:fs/promises';
+
+/** Writes `data` to a new file at `path` (flag `w` or `wx`) and fsyncs it before closing. */
+export async function writeSynced(path: string, data: string, flag: 'w' | 'wx', mode = 0o600): Promise<void> {
+  const file = await open(path, flag, mode);
+  try {
+    await file.writeFile(data);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+}
+
+/** Fsyncs a directory, making the names created, renamed or linked in it durable. */
+export async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
