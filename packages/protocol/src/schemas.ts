@@ -48,7 +48,7 @@ export type TaskDefaults = Static<typeof TaskDefaults>;
 export const TASK_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export type TaskState = (typeof TASK_STATES)[number];
 export const TaskStateSchema = Type.Enum(TASK_STATES);
-export const TERMINAL_TASK_STATES: readonly TaskState[] = ['succeeded', 'failed', 'cancelled'];
+export const TERMINAL_TASK_STATES = ['succeeded', 'failed', 'cancelled'] as const satisfies readonly TaskState[];
 
 export const JOB_STATES = ['active', 'succeeded', 'failed', 'cancelled'] as const;
 export type JobState = (typeof JOB_STATES)[number];

@@ -25,6 +25,8 @@ import {
   type TaskDefaults,
   type TaskResult,
   type TaskSpec,
+  TASK_STATES,
+  TERMINAL_TASK_STATES,
   type TaskState,
   type VmFacts,
   type Worker,
@@ -470,7 +472,7 @@ export class TaskStore {
    */
   retryJob(jobSeq: number, state: 'failed' | 'cancelled' = 'failed'): number {
     this.mustGetJob(jobSeq);
-    const requeued = (state === 'failed' ? this.s.requeueFailedOfJob : this.s.requeueCancelledOfJob).run(this.clock.now(), jobSeq).changes;
+    const requeued = this.s.requeueOfJobIn[state].run(this.clock.now(), jobSeq).changes;
     if (requeued > 0) {
       this.queueClasses = null; // of any classes: read them from the index at the next claim
       this.applyCounts(jobSeq, { [state]: -requeued, queued: requeued });
@@ -508,8 +510,7 @@ export class TaskStore {
   resultsPage(jobSeq: number, afterSeq: number, limit: number): { lines: ResultLine[]; lastSeq: number | null } {
     // The first `limit` of each terminal state, merged in task order: the first `limit` of the
     // merge are the page (each state's index is read for `limit` entries at most; migration 7).
-    const rows = (['succeeded', 'failed', 'cancelled'] as const)
-      .flatMap((state) => this.s.terminalOfJobIn[state].all(jobSeq, afterSeq, limit) as TaskRow[])
+    const rows = TERMINAL_TASK_STATES.flatMap((state) => this.s.terminalOfJobIn[state].all(jobSeq, afterSeq, limit) as TaskRow[])
       .sort((a, b) => a.id - b.id)
       .slice(0, limit);
     const lines = rows.map((r): ResultLine => {
@@ -1039,6 +1040,11 @@ const TRANSACTIONAL = [
   'registerWorker', 'setWorkerState', 'setWorkerProblem', 'noteWorkerProblem', 'markAllWorkersOffline', 'extendAllLeasesForRestart',
 ] as const satisfies ReadonlyArray<keyof TaskStore>;
 
+/** One prepared statement per state, each with its state as a literal (states are constants). */
+function perState<S extends TaskState, T>(states: readonly S[], make: (state: S) => T): Record<S, T> {
+  return Object.fromEntries(states.map((state) => [state, make(state)])) as Record<S, T>;
+}
+
 function prepare(db: Database.Database) {
   const p = (sql: string) => db.prepare(sql);
   // Rows as arrays, for the dispatch hot path: a row object with named keys cost ~1 µs per
@@ -1079,19 +1085,9 @@ function prepare(db: Database.Database) {
     getTask: p(`SELECT * FROM tasks WHERE id = ?`),
     listTasks: p(`SELECT * FROM tasks WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?`),
     // One statement per state, the state a literal: SQLite uses a partial index (migration 7)
-    // only for a query whose WHERE contains the index's own condition.
-    listTasksIn: {
-      queued: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'queued' AND id > ? ORDER BY id LIMIT ?`),
-      running: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'running' AND id > ? ORDER BY id LIMIT ?`),
-      succeeded: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'succeeded' AND id > ? ORDER BY id LIMIT ?`),
-      failed: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'failed' AND id > ? ORDER BY id LIMIT ?`),
-      cancelled: p(`SELECT * FROM tasks WHERE job_id = ? AND state = 'cancelled' AND id > ? ORDER BY id LIMIT ?`),
-    } satisfies Record<TaskState, Database.Statement>,
-    terminalOfJobIn: {
-      succeeded: p(`SELECT id, key, state, attempts, result FROM tasks WHERE job_id = ? AND state = 'succeeded' AND id > ? ORDER BY id LIMIT ?`),
-      failed: p(`SELECT id, key, state, attempts, result FROM tasks WHERE job_id = ? AND state = 'failed' AND id > ? ORDER BY id LIMIT ?`),
-      cancelled: p(`SELECT id, key, state, attempts, result FROM tasks WHERE job_id = ? AND state = 'cancelled' AND id > ? ORDER BY id LIMIT ?`),
-    },
+    // only for a query whose WHERE contains the index's own condition (perState).
+    listTasksIn: perState(TASK_STATES, (state) => p(`SELECT * FROM tasks WHERE job_id = ? AND state = '${state}' AND id > ? ORDER BY id LIMIT ?`)),
+    terminalOfJobIn: perState(TERMINAL_TASK_STATES, (state) => p(`SELECT id, key, state, attempts, result FROM tasks WHERE job_id = ? AND state = '${state}' AND id > ? ORDER BY id LIMIT ?`)),
     attemptsOfTask: p(`SELECT * FROM attempts WHERE task_id = ? ORDER BY attempt`),
     anyQueued: p(`SELECT 1 FROM tasks WHERE state = 'queued' LIMIT 1`),
 
@@ -1158,12 +1154,9 @@ function prepare(db: Database.Database) {
     cancelRunningOfJob: p(`
       UPDATE tasks SET state = 'cancelled', finished_at = ?, lease_id = NULL, lease_expires_at = NULL, session_id = NULL
       WHERE job_id = ? AND state = 'running'`),
-    requeueFailedOfJob: p(`
+    requeueOfJobIn: perState(['failed', 'cancelled'] as const, (state) => p(`
       UPDATE tasks SET state = 'queued', failures = 0, losses = 0, finished_at = NULL, queued_at = ?
-      WHERE job_id = ? AND state = 'failed'`),
-    requeueCancelledOfJob: p(`
-      UPDATE tasks SET state = 'queued', failures = 0, losses = 0, finished_at = NULL, queued_at = ?
-      WHERE job_id = ? AND state = 'cancelled'`),
+      WHERE job_id = ? AND state = '${state}'`)),
 
     getWorkerHost: p(`SELECT hostname, json_extract(vm, '$.vmId') AS vm_id FROM workers WHERE id = ?`),
     upsertWorker: p(`

@@ -287,8 +287,8 @@ describe('queue classes (tasks with the same labels and slots)', () => {
     expect(plan(source('cancelRunningOfJob'))).toBe('SEARCH tasks USING INDEX tasks_job_running (job_id=?)');
     expect(plan(source('cancelQueuedOfJob'))).toBe('SEARCH tasks USING INDEX tasks_job_queued (job_id=?)');
     expect(plan(source('queuedClassesOfJob'))).toMatch(/^SEARCH tasks USING INDEX tasks_job_queued \(job_id=\?\)/);
-    expect(plan(source('requeueFailedOfJob'))).toBe('SEARCH tasks USING INDEX tasks_job_failed (job_id=?)');
-    expect(plan(source('requeueCancelledOfJob'))).toBe('SEARCH tasks USING INDEX tasks_job_cancelled (job_id=?)');
+    expect(plan(source('requeueOfJobIn', 'failed'))).toBe('SEARCH tasks USING INDEX tasks_job_failed (job_id=?)');
+    expect(plan(source('requeueOfJobIn', 'cancelled'))).toBe('SEARCH tasks USING INDEX tasks_job_cancelled (job_id=?)');
   });
 
   describe('a class a claim found empty is claimable again when a task re-enters the queue', () => {
