@@ -7,13 +7,3 @@ export interface Floor {
 }
 
 export function openFloor(path: string, tasks: number, sync?: 'normal' | 'full'): Floor;
-
-export function storedResult(report: {
-  exitCode: number | null;
-  signal: string | null;
-  durationMs: number;
-  stdoutTail: string;
-  stderrTail: string;
-  output?: unknown;
-  error?: unknown;
-}): string;

@@ -7,20 +7,6 @@ import { openDatabase } from '@pullman/store';
 
 const SPEC = '{"command":["true"]}';
 
-/**
- * A report as the manager stores it (encodeResult in packages/store/src/store.ts: the fields at
- * their defaults left out), so that the floors write the bytes Pullman writes.
- */
-export function storedResult(report) {
-  const stored = { exitCode: report.exitCode, durationMs: report.durationMs };
-  if (report.signal !== null) stored.signal = report.signal;
-  if (report.stdoutTail !== '') stored.stdoutTail = report.stdoutTail;
-  if (report.stderrTail !== '') stored.stderrTail = report.stderrTail;
-  if (report.output !== null && report.output !== undefined) stored.output = report.output;
-  if (report.error !== null && report.error !== undefined) stored.error = report.error;
-  return JSON.stringify(stored);
-}
-
 /** Opens `path`, queues `tasks` no-op tasks (1,000 per transaction) and prepares the two statements. */
 export function openFloor(path, tasks, sync = 'normal') {
   const db = openDatabase({ path, sync });

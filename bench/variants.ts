@@ -10,8 +10,8 @@ import { once } from 'node:events';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { openDatabase } from '@pullman/store';
-import { openFloor, storedResult } from './sqlite-floor.mjs';
+import { encodeResult, openDatabase } from '@pullman/store';
+import { openFloor } from './sqlite-floor.mjs';
 import {
   ROOT,
   WORKER_JS,
@@ -141,7 +141,7 @@ async function sqliteFloor(p: Params): Promise<Figures> {
   const dir = tempDir('floor');
   try {
     const { db, claim, complete } = openFloor(join(dir, 'floor.db'), tasks, p.dbSync === 'full' ? 'full' : 'normal');
-    const result = storedResult({ exitCode: 0, signal: null, durationMs: 0, stdoutTail: '', stderrTail: '', output: null, error: null });
+    const result = encodeResult({ exitCode: 0, signal: null, durationMs: 0, stdoutTail: '', stderrTail: '', output: null, error: null });
     let lease = 0;
     const claimTx = db.transaction(() => {
       const l = String(++lease);

@@ -19,7 +19,8 @@ import http from 'node:http';
 import { join } from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { WebSocketServer } from 'ws';
-import { openFloor, storedResult } from './sqlite-floor.mjs';
+import { encodeResult } from '@pullman/store';
+import { openFloor } from './sqlite-floor.mjs';
 
 if (!isMainThread) sqliteThread();
 else main();
@@ -166,8 +167,8 @@ function main() {
         s.credits += m.credits;
         s.starved = false;
       }
-      else if (m.type === 'results') for (const r of m.results) s.results.push({ taskId: r.taskId, leaseId: r.leaseId, result: storedResult(r.report) });
-      else if (m.type === 'result') s.results.push({ taskId: m.taskId, leaseId: m.leaseId, result: storedResult(m.report) });
+      else if (m.type === 'results') for (const r of m.results) s.results.push({ taskId: r.taskId, leaseId: r.leaseId, result: encodeResult(r.report) });
+      else if (m.type === 'result') s.results.push({ taskId: m.taskId, leaseId: m.leaseId, result: encodeResult(m.report) });
       schedule();
     });
     ws.on('close', () => sessions.delete(s));

@@ -1297,7 +1297,7 @@ function failureError(report: ExecutionReport): ErrorInfo {
  * complete form of a silent success is ~110 bytes against ~30, and writing it cost 0.7 µs of
  * the ~4.3 µs a completion costs (bench/store-micro.ts 8 x 16: 95k -> 104k tasks/s).
  */
-function encodeResult(r: TaskResult): string {
+export function encodeResult(r: TaskResult): string {
   const stored: Partial<TaskResult> = { exitCode: r.exitCode, durationMs: r.durationMs };
   if (r.signal !== null) stored.signal = r.signal;
   if (r.stdoutTail !== '') stored.stdoutTail = r.stdoutTail;
