@@ -263,6 +263,7 @@ function plan(smoke: boolean, vs: string | null): Measurement[] {
       title: '5. Local execution',
       variants: [
         { id: 'local-worker', fn: 'local', params: { tasks: S(2_000, 50) } },
+        { id: 'local-worker-forking', fn: 'local', params: { tasks: S(2_000, 50), spawnHelper: 'off' } },
         { id: 'local-xargs', fn: 'xargs', params: { tasks: S(2_000, 50) } },
         { id: 'local-node-spawn', fn: 'node-spawn', params: { tasks: S(2_000, 50) } },
         { id: 'local-fork-server', fn: 'fork-server', params: { tasks: S(2_000, 50) } },
@@ -274,6 +275,10 @@ function plan(smoke: boolean, vs: string | null): Measurement[] {
           measurement: '5. local', figure: `${fmt(S(2_000, 50))} \`true\` tasks, 1 real worker, slots = ${r.get('local-worker', 'slots')}`, value: r.get('local-worker', 'tasksPerSec'), unit: 'tasks/s',
           reference: `xargs -P${r.get('local-xargs', 'slots')} -n1 true`, referenceValue: r.get('local-xargs', 'tasksPerSec'), referenceUnit: 'tasks/s', ratio, target: '≥ 0.7 × xargs', met: ratio >= 0.7,
         }, {
+          measurement: '5. local', figure: 'the same worker forking its tasks itself (`PULLMAN_SPAWN_HELPER=off`)', value: r.get('local-worker-forking', 'tasksPerSec'), unit: 'tasks/s',
+          reference: `xargs -P${r.get('local-xargs', 'slots')} -n1 true`, referenceValue: r.get('local-xargs', 'tasksPerSec'), referenceUnit: 'tasks/s',
+          ratio: r.ratio(['local-worker-forking', 'tasksPerSec'], ['local-xargs', 'tasksPerSec']), target: '— (without the spawn helper)', met: null,
+        }, {
           measurement: '5. local', figure: 'bare Node.js spawn of `true` (piped, detached), same slots: the floor for a Node worker', value: r.get('local-node-spawn', 'tasksPerSec'), unit: 'tasks/s',
           reference: `xargs -P${r.get('local-xargs', 'slots')} -n1 true`, referenceValue: r.get('local-xargs', 'tasksPerSec'), referenceUnit: 'tasks/s',
           ratio: r.ratio(['local-node-spawn', 'tasksPerSec'], ['local-xargs', 'tasksPerSec']), target: '— (shows what is reachable)', met: null,
@@ -284,7 +289,7 @@ function plan(smoke: boolean, vs: string | null): Measurement[] {
         }, {
           // The budget: xargs keeps both cores busy, so 0.7 x its rate leaves 1/0.7 of its CPU per
           // task for everything: the task, the worker and the manager together.
-          measurement: '5. local', figure: `CPU per task of the local-worker run: worker ${r.get('local-worker', 'workerCpuMsPerTask').toFixed(2)} ms + the \`true\` it ran ${r.get('local-worker', 'taskCpuMsPerTask').toFixed(2)} ms + manager ${r.get('local-worker', 'managerCpuMsPerTask').toFixed(2)} ms`,
+          measurement: '5. local', figure: `CPU per task of the local-worker run: worker and spawn helper ${r.get('local-worker', 'workerCpuMsPerTask').toFixed(2)} ms + the \`true\` they ran ${r.get('local-worker', 'taskCpuMsPerTask').toFixed(2)} ms + manager ${r.get('local-worker', 'managerCpuMsPerTask').toFixed(2)} ms`,
           value: cpuAll, unit: 'ms CPU',
           reference: 'xargs, its shell and its `true`s, per task', referenceValue: r.get('local-xargs', 'cpuMsPerTask'), referenceUnit: 'ms CPU',
           ratio: cpuAll / r.get('local-xargs', 'cpuMsPerTask'), target: '≤ 1.43 × (what 0.7 × xargs leaves)', met: cpuAll / r.get('local-xargs', 'cpuMsPerTask') <= 1 / 0.7,

@@ -20,6 +20,7 @@ import {
   median,
   percentile,
   childCpuSeconds,
+  liveChildren,
   procCpuSeconds,
   procMem,
   request,
@@ -413,21 +414,28 @@ async function connections(p: Params): Promise<Figures> {
 
 // ---- 5. local execution --------------------------------------------------------------------------------
 
-/** One real worker (apps/worker) with slots = CPUs runs `tasks` `true` tasks, timed from submit to done. */
+/**
+ * One real worker (apps/worker) with slots = CPUs runs `tasks` `true` tasks, timed from submit to
+ * done. `spawnHelper: 'off'` has the worker fork the tasks itself (PULLMAN_SPAWN_HELPER=off).
+ */
 async function local(p: Params): Promise<Figures> {
   const tasks = num(p, 'tasks', 2_000);
   const slots = num(p, 'slots', cpus().length);
   const m = await startManager({ nodeFlags: nodeFlags(p) });
   const workDir = tempDir('wrk');
   const worker = track(spawn(process.execPath, [...nodeFlags(p).map((f) => f.replace(/^--cpu-prof-dir=(.*)$/, '--cpu-prof-dir=$1/worker')), WORKER_JS, 'run'], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, PULLMAN_MANAGER_URL: m.url, PULLMAN_WORKER_TOKEN: m.workerToken, PULLMAN_NAME: 'bench-local', PULLMAN_SLOTS: String(slots), PULLMAN_WORK_DIR: workDir, PULLMAN_READY: 'none' },
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, PULLMAN_MANAGER_URL: m.url, PULLMAN_WORKER_TOKEN: m.workerToken, PULLMAN_NAME: 'bench-local', PULLMAN_SLOTS: String(slots), PULLMAN_WORK_DIR: workDir, PULLMAN_READY: 'none', PULLMAN_SPAWN_HELPER: p.spawnHelper === 'off' ? 'off' : 'auto' },
     stdio: ['ignore', 'ignore', 'pipe'],
   }));
   let err = '';
   worker.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4_000)));
   try {
     await waitUntil(30_000, 'worker connected', async () => (await api<{ workers: Array<{ state: string }> }>(m, 'GET', '/v1/workers')).workers.some((w) => w.state === 'ready'), 50);
-    const cpu0 = { worker: procCpuSeconds(worker.pid!), manager: procCpuSeconds(m.pid), children: childCpuSeconds(worker.pid!) };
+    // The worker's live children: its spawn helper, which forks the tasks (apps/worker/src/spawn-helper.ts).
+    const helpers = liveChildren(worker.pid!);
+    const helperCpu = () => helpers.reduce((sum, pid) => sum + procCpuSeconds(pid), 0);
+    const tasksCpu = () => childCpuSeconds(worker.pid!) + helpers.reduce((sum, pid) => sum + childCpuSeconds(pid), 0);
+    const cpu0 = { worker: procCpuSeconds(worker.pid!) + helperCpu(), manager: procCpuSeconds(m.pid), tasks: tasksCpu() };
     const t0 = performance.now();
     const job = await api<{ id: string }>(m, 'POST', '/v1/jobs', { name: 'local', tasks: Array.from({ length: tasks }, () => ({ command: ['true'] })) });
     let state = 'active';
@@ -442,8 +450,8 @@ async function local(p: Params): Promise<Figures> {
     const perTaskMs = (s: number) => (s / tasks) * 1000;
     return {
       tasksPerSec: tasks / seconds, seconds, slots,
-      workerCpuMsPerTask: perTaskMs(procCpuSeconds(worker.pid!) - cpu0.worker),
-      taskCpuMsPerTask: perTaskMs(childCpuSeconds(worker.pid!) - cpu0.children),
+      workerCpuMsPerTask: perTaskMs(procCpuSeconds(worker.pid!) + helperCpu() - cpu0.worker),
+      taskCpuMsPerTask: perTaskMs(tasksCpu() - cpu0.tasks),
       managerCpuMsPerTask: perTaskMs(procCpuSeconds(m.pid) - cpu0.manager),
     };
   } finally {

@@ -171,6 +171,28 @@ describe('worker end to end', () => {
     expect(w.proc.exitCode).toBeNull();
   });
 
+  it('gives back a task whose spawn helper died under it, and runs it again forking tasks itself', async () => {
+    const m = await startManager();
+    const w = startWorker(m, { name: 'w1', slots: 1 });
+    const marker = join(tempDir('helper'), 'first-parent');
+    // The first run records its parent and sleeps; the second finds the record and says who its parent is.
+    const job = await m.api.createJob({ tasks: [{ shell: `if [ -s ${marker} ]; then echo parent=$PPID; else echo $PPID > ${marker}.tmp; mv ${marker}.tmp ${marker}; exec sleep 300; fi` }] });
+    await until('the first run', () => (existsSync(marker) ? true : undefined), 10_000);
+    const helperPid = Number(readFileSync(marker, 'utf8'));
+    expect(helperPid).not.toBe(w.proc.pid); // forked by the helper, not the worker
+    process.kill(helperPid, 'SIGKILL');
+
+    const done = await finished(m.api, job.id);
+    expect(done.state).toBe('succeeded');
+    const [task] = await m.api.tasks(job.id);
+    expect(task!.result!.stdoutTail).toBe(`parent=${w.proc.pid}\n`);
+    const full = await m.api.task(task!.id);
+    // Released, not failed: the worker's fault spends no retry.
+    expect(full.history!.map((h) => h.outcome)).toEqual(['released', 'succeeded']);
+    await w.waitForLog((l) => l.msg === 'task stopped and released' && l.reason === 'lost', 'the lost task released');
+    expect(w.proc.exitCode).toBeNull();
+  });
+
   it('cancels a running task on its worker', async () => {
     const m = await startManager();
     const w = startWorker(m, { name: 'w1', slots: 1 });

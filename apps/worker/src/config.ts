@@ -39,6 +39,8 @@ export interface WorkerConfig {
   drainTimeoutMs: number;
   killGraceMs: number;
   keepFailedScratch: boolean;
+  /** `auto`: start tasks through the Perl spawn helper when perl runs (spawn-helper.ts); `off`: fork them in-process. */
+  spawnHelper: 'auto' | 'off';
   /** Full logs and kept scratch dirs older than this are removed (0 keeps them forever). */
   logRetentionMs: number;
   logLevel: (typeof LOG_LEVELS)[number];
@@ -160,6 +162,8 @@ function buildConfig(command: ParsedCommand['command'], o: Record<string, string
   const clientId = env.AZURE_CLIENT_ID?.trim() || null;
   const keep = env.PULLMAN_KEEP_FAILED_SCRATCH ?? 'true';
   if (keep !== 'true' && keep !== 'false') throw configError('PULLMAN_KEEP_FAILED_SCRATCH', keep, 'must be "true" or "false"');
+  const spawnHelper = (env.PULLMAN_SPAWN_HELPER ?? 'auto') as WorkerConfig['spawnHelper'];
+  if (spawnHelper !== 'auto' && spawnHelper !== 'off') throw configError('PULLMAN_SPAWN_HELPER', spawnHelper, 'must be "auto" or "off"');
   const host = hostname();
 
   return {
@@ -185,6 +189,7 @@ function buildConfig(command: ParsedCommand['command'], o: Record<string, string
     killGraceMs: duration('PULLMAN_KILL_GRACE', '10s'),
     logRetentionMs: duration('PULLMAN_LOG_RETENTION', '168h'),
     keepFailedScratch: keep === 'true',
+    spawnHelper,
     logLevel,
   };
 }

@@ -34,6 +34,7 @@ import { probeWorkDir, startExecution, type Execution, type StopReason } from '.
 import { startJanitor } from './janitor.js';
 import { Outbox, type PendingResult } from './outbox.js';
 import { ReportSender } from './sender.js';
+import { SpawnHelper } from './spawn-helper.js';
 
 export type DaemonState = 'starting' | 'waiting-ready' | 'connecting' | 'running' | 'draining' | 'stopped';
 
@@ -157,6 +158,8 @@ export class WorkerDaemon {
   private withheldCredits = 0;
   private probeTimer: NodeJS.Timeout | null = null;
   private probeAttempt = 0;
+  /** Starts tasks without forking the worker (spawn-helper.ts); null: the worker forks them. */
+  private helper: SpawnHelper | null = null;
 
   constructor(private readonly o: DaemonOptions) {
     this.config = o.config;
@@ -182,6 +185,7 @@ export class WorkerDaemon {
     this.orphanedLeases = (await this.reapOrphans()).filter((o) => !this.unacked.has(leaseKey(o)));
     // Entries of running attempts are named <taskId>.<attempt>[...]: never swept while in use.
     this.stopJanitor = startJanitor(this.config.workDir, this.config.logRetentionMs, this.log, () => this.activeEntries());
+    if (this.config.spawnHelper === 'auto') this.helper = await SpawnHelper.start(this.log);
     this.setState('connecting');
     this.connect();
     return this.exit;
@@ -448,7 +452,7 @@ export class WorkerDaemon {
     }
     const starting: Held = { phase: 'starting', task, slots, stop: null };
     this.held.set(key, starting);
-    const exec = await startExecution(task, { workDir: this.config.workDir, workerId: this.workerId ?? 'unknown', killGraceMs: this.config.killGraceMs, keepFailedScratch: this.config.keepFailedScratch });
+    const exec = await startExecution(task, { workDir: this.config.workDir, workerId: this.workerId ?? 'unknown', killGraceMs: this.config.killGraceMs, keepFailedScratch: this.config.keepFailedScratch, helper: this.helper });
     if (exec.workDirProblem !== null) {
       // The worker's fault, not the task's: the task goes back to the queue for another worker
       // (a loss, not a spent retry), and this worker takes no work until its work dir is usable
@@ -474,8 +478,11 @@ export class WorkerDaemon {
     const report = await exec.done;
     let written: Promise<void> = Promise.resolve();
     const stop = exec.stopReason;
-    if (stop === 'release' || stop === 'shutdown') {
-      this.log.info({ taskId: task.taskId, durationMs: report.durationMs }, 'task stopped and released');
+    if (stop === 'release' || stop === 'shutdown' || stop === 'lost') {
+      // Lost: the spawn helper died under it, so its exit is unknown. The worker's fault, so the
+      // task goes back (no retry spent) rather than failing; as `shutdown`, the process that ran
+      // it went away, and not `unhealthy`: this worker goes on, forking tasks itself.
+      this.log.info({ taskId: task.taskId, durationMs: report.durationMs, reason: stop }, 'task stopped and released');
       this.sendRelease(task.taskId, task.leaseId, stop === 'release' ? 'drain' : 'shutdown');
     } else {
       // Sent at once, and written to the outbox meanwhile: the write (a temp file, two fsyncs,
@@ -679,6 +686,7 @@ export class WorkerDaemon {
     if (this.state === 'stopped') return;
     this.setState('stopped');
     this.stopJanitor();
+    this.helper?.close();
     this.stopHeartbeats();
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.resendTimer) clearTimeout(this.resendTimer);

@@ -4,10 +4,14 @@
  * Termination policy (after execa): SIGTERM to the whole group, SIGKILL after a grace period,
  * and always await the exit. When the group leader exits, the group is SIGKILLed too, so a
  * task's background processes (`sleep 100 &`) never outlive it.
+ *
+ * Two ways to fork, one behaviour: through the spawn helper when the worker has one (cheap; the
+ * task writes its logs directly, and the tails are read from the logs' ends), else Node's spawn
+ * in this process (stdout and stderr through pipes into the logs and the tails).
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir, readFile, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
@@ -20,6 +24,7 @@ import {
   type ExecutionReport,
   type TaskAssignment,
 } from '@pullman/protocol';
+import type { Launch, SpawnHelper } from './spawn-helper.js';
 
 export interface ExecutorOptions {
   workDir: string;
@@ -30,10 +35,14 @@ export interface ExecutorOptions {
   keepFailedScratch: boolean;
   /** Base environment for tasks (the worker's own, by default). */
   baseEnv?: NodeJS.ProcessEnv;
+  /** Starts tasks cheaply (spawn-helper.ts); without one, or once it is lost, the worker forks them itself. */
+  helper?: SpawnHelper | null;
 }
 
 /** Why an execution was stopped from outside, if it was. */
-export type StopReason = 'timeout' | 'cancel' | 'release' | 'shutdown';
+export type StopReason = 'timeout' | 'cancel' | 'release' | 'shutdown'
+  /** The spawn helper died while the task ran: the task was killed, and goes back to the queue. */
+  | 'lost';
 
 export interface Execution {
   readonly task: TaskAssignment;
@@ -63,15 +72,20 @@ class Tail {
     while (this.bytes - this.chunks[0]!.length >= this.limit) this.bytes -= this.chunks.shift()!.length;
   }
   toString(): string {
-    const all = Buffer.concat(this.chunks);
-    // Cut at the byte limit, then drop a partial UTF-8 sequence at the start rather than
-    // emitting a replacement character.
-    let buf = all.length > this.limit ? all.subarray(all.length - this.limit) : all;
-    let skip = 0;
-    while (skip < 3 && skip < buf.length && (buf[skip]! & 0xc0) === 0x80) skip++;
-    buf = buf.subarray(skip);
-    return buf.toString('utf8');
+    return tailText(Buffer.concat(this.chunks), this.limit);
   }
+}
+
+/**
+ * The last `limit` bytes of `all` as text: cut at the byte limit, then a partial UTF-8 sequence
+ * at the start dropped rather than shown as a replacement character.
+ */
+function tailText(all: Buffer, limit: number): string {
+  let buf = all.length > limit ? all.subarray(all.length - limit) : all;
+  let skip = 0;
+  while (skip < 3 && skip < buf.length && (buf[skip]! & 0xc0) === 0x80) skip++;
+  buf = buf.subarray(skip);
+  return buf.toString('utf8');
 }
 
 export function attemptPaths(workDir: string, task: Pick<TaskAssignment, 'taskId' | 'attempt'>) {
@@ -148,12 +162,6 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
   const cwdProblem = spec.cwd === undefined ? null : await stat(cwd).then((s) => (s.isDirectory() ? null : 'is not a directory'), () => 'does not exist');
   if (cwdProblem) return failedToStart(task, { code: 'SPAWN_FAILED', message: `cwd ${cwd} ${cwdProblem}` }, started);
 
-  // Log files are opened on the first byte: a task that prints nothing leaves none behind.
-  const stdoutLog = new LazyLog(paths.stdoutLog);
-  const stderrLog = new LazyLog(paths.stderrLog);
-  const stdoutTail = new Tail(MAX_TAIL_BYTES);
-  const stderrTail = new Tail(MAX_TAIL_BYTES);
-
   // Before the spawn: a spec that throws here (a timeout past MAX_DURATION_MS from a manager that
   // did not check it) must not leave a process nobody tracks.
   let timeoutMs: number | null;
@@ -162,6 +170,169 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
   } catch (err) {
     return failedToStart(task, { code: 'SPAWN_FAILED', message: `timeout: ${(err as Error).message}` }, started);
   }
+
+  const attempt: Attempt = { task, o, paths, started, timeoutMs };
+  const helper = o.helper?.lost === null ? o.helper : null;
+  if (helper && !holdsNul([file, cwd, ...args, ...Object.entries(env).flat()])) {
+    const launch = await helper.launch({ file, args, cwd, env, stdoutLog: paths.stdoutLog, stderrLog: paths.stderrLog });
+    if (launch.kind === 'started') return superviseHelped(attempt, launch);
+    if (launch.kind === 'failed') {
+      const message = launch.stage === 'chdir' ? `cwd ${cwd}: ${launch.errno}` : `cannot run ${JSON.stringify(file)}: ${launch.errno}`;
+      return failedToStart(task, { code: 'SPAWN_FAILED', message }, started);
+    }
+    // A log file it could not open, or a helper gone: the worker forks the task itself, below,
+    // which keeps the tails even when a log cannot be written.
+  }
+  return spawnInProcess(attempt, file, args, cwd, env);
+}
+
+/** What every way of running an attempt shares. */
+interface Attempt {
+  task: TaskAssignment;
+  o: ExecutorOptions;
+  paths: ReturnType<typeof attemptPaths>;
+  started: number;
+  timeoutMs: number | null;
+}
+
+const holdsNul = (values: readonly unknown[]): boolean => values.some((v) => typeof v === 'string' && v.includes('\0'));
+
+/**
+ * The stop and timeout policy of one running task's process group, whoever forked it: SIGTERM
+ * to the group, SIGKILL after the grace period, and after the leader's exit, SIGKILL to what is
+ * left of the group.
+ */
+class GroupControl {
+  stopReason: StopReason | null = null;
+  private exited = false;
+  private killTimer: NodeJS.Timeout | null = null;
+  private readonly timeoutTimer: NodeJS.Timeout | null;
+
+  constructor(
+    private readonly pid: number | undefined,
+    private readonly killGraceMs: number,
+    timeoutMs: number | null,
+  ) {
+    this.timeoutTimer = timeoutMs === null ? null : setTimeout(() => this.stop('timeout'), timeoutMs);
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.pid === undefined) return;
+    try {
+      process.kill(-this.pid, signal);
+    } catch {
+      // ESRCH: the group is already gone.
+    }
+  }
+
+  stop(reason: StopReason): void {
+    if (this.stopReason !== null || this.exited) return;
+    this.stopReason = reason;
+    if (reason === 'lost') return this.kill('SIGKILL'); // nobody can report its exit any more
+    this.kill('SIGTERM');
+    this.killTimer = setTimeout(() => this.kill('SIGKILL'), this.killGraceMs);
+    this.killTimer.unref();
+  }
+
+  /** The leader is gone: no more stops, and anything the task left running in its group goes. */
+  exit(): void {
+    this.exited = true;
+    if (this.timeoutTimer) clearTimeout(this.timeoutTimer);
+    if (this.killTimer) clearTimeout(this.killTimer);
+    this.kill('SIGKILL');
+  }
+
+  execution(task: TaskAssignment, done: Promise<ExecutionReport>): Execution {
+    const control = this;
+    return {
+      task,
+      pid: this.pid,
+      done,
+      stop: (reason) => this.stop(reason),
+      get stopReason() {
+        return control.stopReason;
+      },
+      workDirProblem: null,
+    };
+  }
+}
+
+/**
+ * The report of an attempt whose process is gone: its output read, its output file and (unless
+ * kept for a failure) its scratch dir removed.
+ */
+async function finish(a: Attempt, control: GroupControl, end: { code: number | null; signal: NodeJS.Signals | null; spawnError: ErrorInfo | null; stdoutTail: string; stderrTail: string }): Promise<ExecutionReport> {
+  const { paths, o } = a;
+  const stopReason = control.stopReason;
+  const durationMs = Math.round(performance.now() - a.started);
+  const { output, error: outputError } = end.spawnError || stopReason === 'lost' ? { output: null, error: null } : await readOutput(paths.output);
+  const report: ExecutionReport = {
+    exitCode: end.spawnError ? null : end.code,
+    signal: end.signal,
+    timedOut: stopReason === 'timeout',
+    cancelled: stopReason === 'cancel',
+    durationMs,
+    stdoutTail: end.stdoutTail,
+    stderrTail: end.stderrTail,
+    output,
+    // A broken $PULLMAN_OUTPUT fails an otherwise successful run; after a failed run the
+    // exit status is the better explanation, so it is not masked.
+    error: end.spawnError ?? (end.code === 0 ? outputError : null),
+  };
+  const succeeded = report.exitCode === 0 && report.error === null && stopReason === null;
+  // The output travels in the result from here on; both removals run at once.
+  await Promise.all([
+    removeFile(paths.output).catch(() => {}),
+    succeeded || !o.keepFailedScratch ? removeDir(paths.scratch).catch(() => {}) : null,
+  ]);
+  return report;
+}
+
+/**
+ * A task the spawn helper started. Its stdout and stderr went straight to the log files (the
+ * helper removed a log left empty); the tails are read from their ends after the exit.
+ */
+function superviseHelped(a: Attempt, launch: Extract<Launch, { kind: 'started' }>): Execution {
+  const control = new GroupControl(launch.pid, a.o.killGraceMs, a.timeoutMs);
+  const done = launch.exit.then(async (exit) => {
+    if (exit.kind === 'lost') control.stop('lost');
+    control.exit();
+    const exited = exit.kind === 'exited' ? exit : null;
+    const [stdoutTail, stderrTail] = await Promise.all([
+      exited && exited.stdoutBytes > 0 ? readTail(a.paths.stdoutLog) : '',
+      exited && exited.stderrBytes > 0 ? readTail(a.paths.stderrLog) : '',
+    ]);
+    const lost: ErrorInfo | null = exited ? null : { code: 'SPAWN_FAILED', message: 'the spawn helper died while the task ran; the task was stopped' };
+    return finish(a, control, { code: exited?.code ?? null, signal: exited?.signal ?? null, spawnError: lost, stdoutTail, stderrTail });
+  });
+  return control.execution(a.task, done);
+}
+
+/** The last MAX_TAIL_BYTES of a log file, as text; empty when it cannot be read. */
+async function readTail(path: string): Promise<string> {
+  let fh: FileHandle | null = null;
+  try {
+    fh = await open(path, 'r');
+    const { size } = await fh.stat();
+    const length = Math.min(size, MAX_TAIL_BYTES);
+    const buf = Buffer.alloc(length);
+    const { bytesRead } = await fh.read(buf, 0, length, size - length);
+    return tailText(buf.subarray(0, bytesRead), MAX_TAIL_BYTES);
+  } catch {
+    return '';
+  } finally {
+    await fh?.close().catch(() => {});
+  }
+}
+
+/** The worker forks the task itself: Node's spawn, stdout and stderr through pipes. */
+function spawnInProcess(a: Attempt, file: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv): Execution {
+  const { task, paths, started } = a;
+  // Log files are opened on the first byte: a task that prints nothing leaves none behind.
+  const stdoutLog = new LazyLog(paths.stdoutLog);
+  const stderrLog = new LazyLog(paths.stderrLog);
+  const stdoutTail = new Tail(MAX_TAIL_BYTES);
+  const stderrTail = new Tail(MAX_TAIL_BYTES);
 
   // detached: the child leads a new process group, so one kill(-pid) reaches every descendant.
   let child: ReturnType<typeof spawn>;
@@ -173,27 +344,7 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
     // then every worker the task went to next.
     return failedToStart(task, { code: 'SPAWN_FAILED', message: `cannot run ${JSON.stringify(file)}: ${(err as Error).message}` }, started);
   }
-  let stopReason: StopReason | null = null;
-  let killTimer: NodeJS.Timeout | null = null;
-  let exited = false;
-
-  const killGroup = (signal: NodeJS.Signals) => {
-    if (child.pid === undefined) return;
-    try {
-      process.kill(-child.pid, signal);
-    } catch {
-      // ESRCH: the group is already gone.
-    }
-  };
-  const stop = (reason: StopReason) => {
-    if (stopReason !== null || exited) return;
-    stopReason = reason;
-    killGroup('SIGTERM');
-    killTimer = setTimeout(() => killGroup('SIGKILL'), o.killGraceMs);
-    killTimer.unref();
-  };
-
-  const timeoutTimer = timeoutMs === null ? null : setTimeout(() => stop('timeout'), timeoutMs);
+  const control = new GroupControl(child.pid, a.o.killGraceMs, a.timeoutMs);
 
   child.stdout!.on('data', (d: Buffer) => {
     stdoutTail.push(d);
@@ -212,7 +363,7 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
     // A descendant that left the group (setsid) can hold our pipes open after the exit; don't
     // wait for it forever.
     child.once('exit', () => {
-      killGroup('SIGKILL');
+      control.kill('SIGKILL');
       setTimeout(() => {
         child.stdout!.destroy();
         child.stderr!.destroy();
@@ -220,48 +371,14 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
     });
     // 'close' waits for stdio to end as well as for the exit, so the tails are complete.
     child.once('close', (code, signal) => {
-      exited = true;
-      if (timeoutTimer) clearTimeout(timeoutTimer);
-      if (killTimer) clearTimeout(killTimer);
-      killGroup('SIGKILL'); // reap anything the task left running in its group
+      control.exit(); // reap anything the task left running in its group
       void (async () => {
         await Promise.all([stdoutLog.end(), stderrLog.end()]);
-        const durationMs = Math.round(performance.now() - started);
-        const { output, error: outputError } = spawnError ? { output: null, error: null } : await readOutput(paths.output);
-        const report: ExecutionReport = {
-          exitCode: spawnError ? null : code,
-          signal: signal ?? null,
-          timedOut: stopReason === 'timeout',
-          cancelled: stopReason === 'cancel',
-          durationMs,
-          stdoutTail: stdoutTail.toString(),
-          stderrTail: stderrTail.toString(),
-          output,
-          // A broken $PULLMAN_OUTPUT fails an otherwise successful run; after a failed run the
-          // exit status is the better explanation, so it is not masked.
-          error: spawnError ?? (code === 0 ? outputError : null),
-        };
-        const succeeded = report.exitCode === 0 && report.error === null && stopReason === null;
-        // The output travels in the result from here on; both removals run at once.
-        await Promise.all([
-          removeFile(paths.output).catch(() => {}),
-          succeeded || !o.keepFailedScratch ? removeDir(paths.scratch).catch(() => {}) : null,
-        ]);
-        resolve(report);
+        resolve(await finish(a, control, { code, signal: signal ?? null, spawnError, stdoutTail: stdoutTail.toString(), stderrTail: stderrTail.toString() }));
       })();
     });
   });
-
-  return {
-    task,
-    pid: child.pid,
-    done,
-    stop,
-    get stopReason() {
-      return stopReason;
-    },
-    workDirProblem: null,
-  };
+  return control.execution(task, done);
 }
 
 function failedToStart(task: TaskAssignment, error: ErrorInfo, started: number): Execution {

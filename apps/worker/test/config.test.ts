@@ -50,6 +50,7 @@ describe('parseWorkerCommand: defaults', () => {
     expect(config.drainTimeoutMs).toBe(10 * 60_000);
     expect(config.imdsUrl).toBe('http://169.254.169.254');
     expect(config.armUrl).toBe('https://management.azure.com');
+    expect(config.spawnHelper).toBe('auto');
   });
 
   it('runs `run` when no subcommand is given', () => {
@@ -197,6 +198,11 @@ describe('parseWorkerCommand: errors name the setting and the bad value', () => 
   it('rejects a bad label', () => {
     expectConfigError(['run', '--labels', 'gpu,has space'], TOKEN, 'PULLMAN_LABELS', 'has space');
     expectConfigError(['run'], { ...TOKEN, PULLMAN_LABELS: 'ok,semi;colon' }, 'PULLMAN_LABELS', 'semi;colon');
+  });
+
+  it('takes PULLMAN_SPAWN_HELPER=off, and rejects any other value than auto or off', () => {
+    expect(parseWorkerCommand(['run'], { ...TOKEN, PULLMAN_SPAWN_HELPER: 'off' }).config.spawnHelper).toBe('off');
+    expectConfigError(['run'], { ...TOKEN, PULLMAN_SPAWN_HELPER: 'yes' }, 'PULLMAN_SPAWN_HELPER', 'yes');
   });
 
   it('rejects a bad PULLMAN_DRAIN_TIMEOUT', () => {

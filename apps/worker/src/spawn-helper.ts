@@ -1,0 +1,341 @@
+/**
+ * Starts task processes through a small helper process instead of forking the worker itself.
+ *
+ * Why: fork() copies the page tables of the process that calls it, and Node's
+ * child_process.spawn forks the whole worker (~80 MiB of anonymous memory once the Azure SDK is
+ * loaded) on its event loop. Measured here: ~2 ms of CPU per spawn, most of it in the kernel, with
+ * the event loop blocked meanwhile; a bare Node process forks in ~0.9 ms, a Perl process of
+ * ~5 MiB in a tenth of that (docs/benchmarks.md, local execution). For short tasks the fork was
+ * the worker's largest cost, and it capped one worker at a few hundred tasks a second however
+ * many cores its VM had.
+ *
+ * The helper is Perl because perl-base is part of every Debian and Ubuntu image (it is
+ * "Essential"), and it uses only modules perl-base carries (POSIX, Fcntl, IO::Select). Its source
+ * is here, run with `perl -e`, so the worker stays one file. Where Perl is missing, or the helper
+ * dies, the worker spawns in-process as before (executor.ts): the helper is an accelerator,
+ * never a requirement.
+ *
+ * What it does per task: open the two log files, fork, and in the child setsid (the task leads a
+ * new process group, as `detached` did), chdir, point stdin at /dev/null and stdout/stderr at
+ * the log files, set the environment, and exec. An exec or chdir failure comes back over a
+ * close-on-exec pipe (libuv does the same). The helper reaps each child and reports its wait
+ * status and the size of each log (removing a log the task left empty).
+ *
+ * The wire, over the helper's stdin and stdout:
+ *   request:  "<n>\0" then n fields, each ending in "\0": id, cwd, stdout log, stderr log, file,
+ *             argc, argv[0..argc-1], then "NAME=value" environment entries. (No field may hold a
+ *             NUL; exec could not take one either, so such a task never reaches the helper.)
+ *   replies:  "R" once ready; "S <id> <pid>" started; "F <id> <errno> <stage>" not started
+ *             (stage: chdir, exec, fork, pipe); "L <id> <errno>" a log file could not be opened;
+ *             "X <id> <wait status> <stdout bytes> <stderr bytes>" exited and reaped.
+ * The helper exits when its stdin closes (the worker is gone): running tasks keep running, as
+ * they would after a crash of a worker that forked them itself, and the next worker start reaps
+ * them (daemon.ts, reapOrphans).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { constants } from 'node:os';
+import { createInterface } from 'node:readline';
+import type { Logger } from 'pino';
+
+const HELPER_SOURCE = String.raw`
+use strict;
+use warnings;
+use POSIX ();
+use Errno qw(EINTR);
+use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK O_WRONLY O_CREAT O_TRUNC);
+use IO::Select;
+
+$| = 1;
+# Signals meant for the worker (a terminal's Ctrl-C, a kill of the group) are its to handle: the
+# helper goes when its stdin closes. A child resets these before exec (ignored stays ignored).
+$SIG{$_} = 'IGNORE' for qw(INT TERM HUP QUIT PIPE);
+pipe(my $wake_r, my $wake_w) or die "pipe: $!";
+fcntl($wake_w, F_SETFL, fcntl($wake_w, F_GETFL, 0) | O_NONBLOCK);
+$SIG{CHLD} = sub { syswrite($wake_w, 'x') };
+
+# A read that SIGCHLD interrupts (another task's exit) is retried: taken for EOF, it made a failed
+# exec look started, and the helper's own stdin look closed.
+sub read_more {
+  my ($fh, $len) = @_;
+  while (1) {
+    my $n = sysread($fh, $_[2], $len, length $_[2]);
+    return $n if defined $n || $! != EINTR;
+  }
+}
+
+my $sel = IO::Select->new(\*STDIN, $wake_r);
+my %running;
+my $buf = '';
+print "R\n";
+
+sub take {
+  my $p = index($buf, "\0");
+  return undef if $p < 0;
+  my $count = substr($buf, 0, $p);
+  my @f;
+  my $pos = $p + 1;
+  for (1 .. $count) {
+    my $q = index($buf, "\0", $pos);
+    return undef if $q < 0;
+    push @f, substr($buf, $pos, $q - $pos);
+    $pos = $q + 1;
+  }
+  substr($buf, 0, $pos) = '';
+  return \@f;
+}
+
+sub start {
+  my ($id, $cwd, $outp, $errp, $file, $argc, @rest) = @_;
+  my @argv = splice(@rest, 0, $argc);
+  my ($out, $err);
+  if (!sysopen($out, $outp, O_WRONLY | O_CREAT | O_TRUNC, 0666)) {
+    print 'L ', $id, ' ', $! + 0, "\n";
+    return;
+  }
+  if (!sysopen($err, $errp, O_WRONLY | O_CREAT | O_TRUNC, 0666)) {
+    my $e = $! + 0;
+    close $out;
+    unlink $outp;
+    print "L $id $e\n";
+    return;
+  }
+  my $fail = sub {
+    my ($stage, $e) = @_;
+    close $out;
+    close $err;
+    unlink $outp, $errp;
+    print "F $id $e $stage\n";
+  };
+  # Close-on-exec (Perl sets it on every descriptor above 2): EOF at exec, or the error first.
+  pipe(my $er, my $ew) or return $fail->('pipe', $! + 0);
+  my $pid = fork();
+  return $fail->('fork', $! + 0) if !defined $pid;
+  if ($pid == 0) {
+    $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP QUIT PIPE CHLD);
+    POSIX::setsid();
+    my $stage = 'chdir';
+    if (chdir $cwd) {
+      $stage = 'exec';
+      open(STDIN, '<', '/dev/null');
+      POSIX::dup2(fileno($out), 1);
+      POSIX::dup2(fileno($err), 2);
+      %ENV = ();
+      for my $kv (@rest) {
+        my $eq = index($kv, '=');
+        $ENV{substr($kv, 0, $eq)} = substr($kv, $eq + 1) if $eq > 0;
+      }
+      exec { $file } @argv;
+    }
+    syswrite($ew, $stage . ' ' . ($! + 0));
+    POSIX::_exit(127);
+  }
+  close $ew;
+  my $msg = '';
+  1 while read_more($er, 256, $msg);
+  close $er;
+  if ($msg ne '') {
+    1 while waitpid($pid, 0) < 0 && $! == EINTR;
+    my ($stage, $e) = split / /, $msg;
+    return $fail->($stage, $e);
+  }
+  $running{$pid} = [$id, $out, $err, $outp, $errp];
+  print "S $id $pid\n";
+}
+
+sub reap {
+  while ((my $pid = waitpid(-1, POSIX::WNOHANG())) > 0) {
+    my $r = delete $running{$pid} or next;
+    my ($id, $out, $err, $outp, $errp) = @$r;
+    my $status = $?;
+    my @sizes;
+    for my $pair ([$out, $outp], [$err, $errp]) {
+      my $size = (stat($pair->[0]))[7] // 0;
+      unlink $pair->[1] if $size == 0;
+      close $pair->[0];
+      push @sizes, $size;
+    }
+    print "X $id $status $sizes[0] $sizes[1]\n";
+  }
+}
+
+while (1) {
+  # The timeout only backs up SIGCHLD: one that lands just before select blocks waits for it.
+  for my $fh ($sel->can_read(0.5)) {
+    if ($fh == $wake_r) {
+      sysread($wake_r, my $junk, 4096);
+      next;
+    }
+    my $n = read_more(\*STDIN, 65536, $buf);
+    exit 0 if !$n;
+    while (my $req = take()) {
+      start(@$req);
+    }
+  }
+  reap();
+}
+`;
+
+/** What a launch came to. */
+export type Launch =
+  | { kind: 'started'; pid: number; exit: Promise<HelperExit> }
+  /** The task could not start: `errno` names the error (ENOENT...), `stage` what failed. */
+  | { kind: 'failed'; errno: string; stage: string }
+  /** A log file could not be opened: the caller starts the task another way. */
+  | { kind: 'logs-failed'; errno: string }
+  /** The helper is gone: the caller starts the task another way. */
+  | { kind: 'lost' };
+
+export type HelperExit =
+  | { kind: 'exited'; code: number | null; signal: NodeJS.Signals | null; stdoutBytes: number; stderrBytes: number }
+  /** The helper died while the task ran: its exit will never be known. */
+  | { kind: 'lost' };
+
+export interface LaunchRequest {
+  file: string;
+  args: readonly string[];
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+  stdoutLog: string;
+  stderrLog: string;
+}
+
+/** Number to name, the first name where two share a number (SIGABRT, not SIGIOT: as Node names them). */
+function byNumber<T extends string>(table: Record<string, number>): Map<number, T> {
+  const out = new Map<number, T>();
+  for (const [name, n] of Object.entries(table)) if (!out.has(n)) out.set(n, name as T);
+  return out;
+}
+const ERRNO_NAMES = byNumber<string>(constants.errno);
+const SIGNAL_NAMES = byNumber<NodeJS.Signals>(constants.signals);
+const errnoName = (n: string): string => ERRNO_NAMES.get(Number(n)) ?? `errno ${n}`;
+
+/** How long the helper may take to say it is ready before the worker does without it. */
+const READY_TIMEOUT_MS = 10_000;
+
+export class SpawnHelper {
+  private nextId = 1;
+  private readonly starting = new Map<string, (l: Launch) => void>();
+  private readonly running = new Map<string, (e: HelperExit) => void>();
+  private lostReason: string | null = null;
+  private closed = false;
+
+  private constructor(
+    private readonly proc: ChildProcess,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Starts the helper and waits for it to say it is ready. Null when it cannot run (no perl, a
+   * perl that fails), with the reason logged: the worker then spawns in-process.
+   */
+  static async start(log: Logger, perl = 'perl'): Promise<SpawnHelper | null> {
+    let proc: ChildProcess;
+    try {
+      // detached: its own session, so a terminal's signals for the worker's group miss it.
+      proc = spawn(perl, ['-e', HELPER_SOURCE], { stdio: ['pipe', 'pipe', 'inherit'], detached: true });
+    } catch (err) {
+      log.warn({ err }, 'spawn helper unavailable; tasks are forked by the worker itself');
+      return null;
+    }
+    const lines = createInterface({ input: proc.stdout! });
+    const ready = await new Promise<string | null>((resolve) => {
+      const timer = setTimeout(() => resolve(`no answer within ${READY_TIMEOUT_MS} ms`), READY_TIMEOUT_MS);
+      const settle = (why: string | null) => {
+        clearTimeout(timer);
+        resolve(why);
+      };
+      proc.once('error', (err: NodeJS.ErrnoException) => settle(`cannot run ${perl}: ${err.code ?? err.message}`));
+      proc.once('exit', (code, signal) => settle(`${perl} exited (${signal ?? code}) before it was ready`));
+      lines.once('line', (line) => settle(line === 'R' ? null : `unexpected first line ${JSON.stringify(line)}`));
+    });
+    if (ready !== null) {
+      lines.close();
+      proc.kill('SIGKILL');
+      log.warn({ reason: ready }, 'spawn helper unavailable; tasks are forked by the worker itself');
+      return null;
+    }
+    proc.removeAllListeners('error').removeAllListeners('exit');
+    const helper = new SpawnHelper(proc, log);
+    lines.on('line', (line) => helper.onLine(line));
+    proc.on('error', (err) => helper.lose(`helper error: ${err.message}`));
+    proc.on('exit', (code, signal) => helper.lose(`helper exited (${signal ?? code})`));
+    // A helper that stopped reading must not make writes pile up or throw.
+    proc.stdin!.on('error', (err) => helper.lose(`helper stdin: ${err.message}`));
+    // The worker must not wait for the helper to exit.
+    proc.unref();
+    (proc.stdin as unknown as { unref?: () => void }).unref?.();
+    (proc.stdout as unknown as { unref?: () => void }).unref?.();
+    log.debug({ pid: proc.pid }, 'spawn helper ready');
+    return helper;
+  }
+
+  /** The helper's process id. */
+  get pid(): number {
+    return this.proc.pid!;
+  }
+
+  /** Why the helper is gone, or null while it works. */
+  get lost(): string | null {
+    return this.lostReason;
+  }
+
+  /** Asks the helper to start a task. Never rejects. */
+  launch(r: LaunchRequest): Promise<Launch> {
+    if (this.lostReason !== null || this.closed) return Promise.resolve({ kind: 'lost' });
+    const id = String(this.nextId++);
+    const env = Object.entries(r.env).filter((e): e is [string, string] => e[1] !== undefined).map(([k, v]) => `${k}=${v}`);
+    const fields = [id, r.cwd, r.stdoutLog, r.stderrLog, r.file, String(r.args.length + 1), r.file, ...r.args, ...env];
+    const launched = new Promise<Launch>((resolve) => this.starting.set(id, resolve));
+    this.proc.stdin!.write(`${fields.length}\0${fields.join('\0')}\0`);
+    return launched;
+  }
+
+  /**
+   * Lets the helper go (the worker is leaving): it exits when its stdin closes. Tasks still
+   * running are left to run, unreported, as the worker's own forks would be when it exits; a
+   * drain has waited for them, and a forced stop has already signalled them.
+   */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.proc.stdin!.end();
+  }
+
+  private onLine(line: string): void {
+    const [kind, id, a, b, c] = line.split(' ');
+    if (kind === 'S') {
+      const exit = new Promise<HelperExit>((resolve) => this.running.set(id!, resolve));
+      this.settleStart(id!, { kind: 'started', pid: Number(a), exit });
+    } else if (kind === 'F') {
+      this.settleStart(id!, { kind: 'failed', errno: errnoName(a!), stage: b! });
+    } else if (kind === 'L') {
+      this.settleStart(id!, { kind: 'logs-failed', errno: errnoName(a!) });
+    } else if (kind === 'X') {
+      const resolve = this.running.get(id!);
+      this.running.delete(id!);
+      const status = Number(a);
+      // A wait status: the exit code in the second byte, or the signal in the low seven bits.
+      const sig = status & 0x7f;
+      resolve?.({ kind: 'exited', code: sig === 0 ? (status >> 8) & 0xff : null, signal: sig === 0 ? null : (SIGNAL_NAMES.get(sig) ?? null), stdoutBytes: Number(b), stderrBytes: Number(c) });
+    } else {
+      this.log.error({ line }, 'spawn helper said something unexpected');
+    }
+  }
+
+  private settleStart(id: string, l: Launch): void {
+    const resolve = this.starting.get(id);
+    this.starting.delete(id);
+    resolve?.(l);
+  }
+
+  /** The helper is gone: every launch waiting is answered lost, every running task's exit too. */
+  private lose(why: string): void {
+    if (this.lostReason !== null || this.closed) return;
+    this.lostReason = why;
+    this.log.error({ reason: why, running: this.running.size }, 'spawn helper lost; its running tasks are stopped and given back, and new ones are forked by the worker itself');
+    for (const resolve of this.starting.values()) resolve({ kind: 'lost' });
+    for (const resolve of this.running.values()) resolve({ kind: 'lost' });
+    this.starting.clear();
+    this.running.clear();
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * The spawn helper's own life: starting, being unavailable, dying under running tasks, closing.
+ * What tasks see through it is the executor suite's, run once per way of forking.
+ */
+import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino, type Logger } from 'pino';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { TaskAssignment, TaskSpec } from '@pullman/protocol';
+import { startExecution } from '../src/executor.js';
+import { SpawnHelper } from '../src/spawn-helper.js';
+
+const cleanups: Array<() => void> = [];
+afterEach(() => {
+  for (const c of cleanups.splice(0)) c();
+});
+
+function freshWorkDir(): string {
+  const dir = realpathSync(mkdtempSync(join(tmpdir(), 'pullman-helper-')));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A logger whose lines are kept, parsed. */
+function capturingLogger(): { log: Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { log: pino({ level: 'debug' }, sink), lines };
+}
+
+async function startHelper(log: Logger = pino({ level: 'silent' })): Promise<SpawnHelper> {
+  const helper = await SpawnHelper.start(log);
+  expect(helper).not.toBeNull();
+  cleanups.push(() => helper!.close());
+  return helper!;
+}
+
+const task = (spec: TaskSpec, taskId = 'task-1'): TaskAssignment => ({ taskId, jobId: 'job-1', key: null, attempt: 1, leaseId: 'L', spec });
+
+/** A process's state letter from /proc, or null once it is gone (a zombie counts as gone). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+const parentOf = (pid: number): number => {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+};
+
+describe('SpawnHelper', () => {
+  it('is null, with a warning saying why, when perl cannot run or exits at once', async () => {
+    for (const [perl, why] of [['/nonexistent/perl', 'cannot run /nonexistent/perl: ENOENT'], ['false', 'false exited (1) before it was ready']] as const) {
+      const { log, lines } = capturingLogger();
+      expect(await SpawnHelper.start(log, perl)).toBeNull();
+      expect(lines).toContainEqual(expect.objectContaining({ level: 40, reason: why, msg: 'spawn helper unavailable; tasks are forked by the worker itself' }));
+    }
+  });
+
+  it('runs tasks as its own children, in process groups of their own', async () => {
+    const helper = await startHelper();
+    const exec = await startExecution(task({ command: ['sleep', '30'] }), { workDir: freshWorkDir(), workerId: 'w', killGraceMs: 500, keepFailedScratch: false, helper });
+    const pid = exec.pid!;
+    expect(parentOf(pid)).toBe(helper.pid);
+    // The process group and the session are the task's own (setsid), as with Node's detached.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    expect(Number(fields[2])).toBe(pid); // pgrp
+    expect(Number(fields[3])).toBe(pid); // session
+    exec.stop('cancel');
+    expect(await exec.done).toMatchObject({ cancelled: true, signal: 'SIGTERM' });
+  });
+
+  it('dying under a running task: the task is killed and reported lost, and later tasks are forked by the worker', async () => {
+    const { log, lines } = capturingLogger();
+    const helper = await startHelper(log);
+    const workDir = freshWorkDir();
+    const opts = { workDir, workerId: 'w', killGraceMs: 500, keepFailedScratch: false, helper };
+    const exec = await startExecution(task({ shell: 'exec sleep 300' }), opts);
+    const pid = exec.pid!;
+    expect(alive(pid)).toBe(true);
+
+    process.kill(helper.pid, 'SIGKILL');
+    const report = await exec.done;
+    expect(exec.stopReason).toBe('lost');
+    expect(report.error).toMatchObject({ code: 'SPAWN_FAILED', message: 'the spawn helper died while the task ran; the task was stopped' });
+    await vi.waitFor(() => expect(alive(pid)).toBe(false), { timeout: 10_000, interval: 50 });
+    expect(helper.lost).toMatch(/^helper exited \(SIGKILL\)$/);
+    expect(lines).toContainEqual(expect.objectContaining({ level: 50, msg: expect.stringContaining('spawn helper lost'), running: 1 }));
+
+    const next = await startExecution(task({ shell: 'echo $PPID' }, 'task-2'), opts);
+    expect(await next.done).toMatchObject({ exitCode: 0, stdoutTail: `${process.pid}\n` });
+  });
+
+  it('exits when closed, leaving a running task to run', async () => {
+    const helper = await startHelper();
+    const exec = await startExecution(task({ command: ['sleep', '30'] }), { workDir: freshWorkDir(), workerId: 'w', killGraceMs: 500, keepFailedScratch: false, helper });
+    const pid = exec.pid!;
+    cleanups.push(() => {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    });
+    helper.close();
+    await vi.waitFor(() => expect(alive(helper.pid)).toBe(false), { timeout: 10_000, interval: 50 });
+    // As after a crash of a worker that forked it: the next worker start reaps it (reapOrphans).
+    expect(alive(pid)).toBe(true);
+  });
+});
