@@ -139,8 +139,6 @@ function describeFsError(err: unknown): string {
 
 export async function startExecution(task: TaskAssignment, o: ExecutorOptions): Promise<Execution> {
   const paths = attemptPaths(o.workDir, task);
-  const workDirProblem = await prepareAttempt(o.workDir, paths);
-  if (workDirProblem) return { ...failedToStart(task, { code: 'SPAWN_FAILED', message: workDirProblem }, performance.now()), workDirProblem };
   const { spec } = task;
   const cwd = spec.cwd ?? paths.scratch;
   const env: NodeJS.ProcessEnv = {
@@ -155,10 +153,18 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
     PULLMAN_SCRATCH: paths.scratch,
   };
   const [file, args] = spec.shell !== undefined ? ['/bin/sh', ['-c', spec.shell]] : [spec.command![0]!, spec.command!.slice(1)];
+  // The helper takes no NUL (its wire separates fields with it); the spawn below fails such a task.
+  const helper = o.helper?.lost === null && !holdsNul([file, cwd, ...args, ...Object.entries(env).flat()]) ? o.helper : null;
+  // The helper makes the attempt's files itself, with a few plain system calls; here each is a
+  // thread-pool round trip. Without it, or when it could not (then the check here says why), here.
+  if (!helper) {
+    const workDirProblem = await prepareAttempt(o.workDir, paths);
+    if (workDirProblem) return workDirFailure(task, workDirProblem);
+  }
   const started = performance.now();
 
   // A missing cwd makes spawn fail with ENOENT naming the executable, which misleads; say it.
-  // (The scratch dir, the default, was just made.)
+  // (The scratch dir, the default, is made by the helper or was just made.)
   const cwdProblem = spec.cwd === undefined ? null : await stat(cwd).then((s) => (s.isDirectory() ? null : 'is not a directory'), () => 'does not exist');
   if (cwdProblem) return failedToStart(task, { code: 'SPAWN_FAILED', message: `cwd ${cwd} ${cwdProblem}` }, started);
 
@@ -172,19 +178,23 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
   }
 
   const attempt: Attempt = { task, o, paths, started, timeoutMs };
-  const helper = o.helper?.lost === null ? o.helper : null;
-  if (helper && !holdsNul([file, cwd, ...args, ...Object.entries(env).flat()])) {
-    const launch = await helper.launch({ file, args, cwd, env, stdoutLog: paths.stdoutLog, stderrLog: paths.stderrLog });
+  if (helper) {
+    const launch = await helper.launch({ file, args, cwd, env, scratch: paths.scratch, output: paths.output, stdoutLog: paths.stdoutLog, stderrLog: paths.stderrLog });
     if (launch.kind === 'started') return superviseHelped(attempt, launch);
     if (launch.kind === 'failed') {
       const message = launch.stage === 'chdir' ? `cwd ${cwd}: ${launch.errno}` : `cannot run ${JSON.stringify(file)}: ${launch.errno}`;
       return failedToStart(task, { code: 'SPAWN_FAILED', message }, started);
     }
-    // A log file it could not open, or a helper gone: the worker forks the task itself, below,
-    // which keeps the tails even when a log cannot be written.
+    // Files it could not make (the check here tells whether the work dir is at fault), or a
+    // helper gone: the worker forks the task itself, which also keeps the tails when a log
+    // cannot be written.
+    const workDirProblem = await prepareAttempt(o.workDir, paths);
+    if (workDirProblem) return workDirFailure(task, workDirProblem);
   }
   return spawnInProcess(attempt, file, args, cwd, env);
 }
+
+const workDirFailure = (task: TaskAssignment, problem: string): Execution => ({ ...failedToStart(task, { code: 'SPAWN_FAILED', message: problem }, performance.now()), workDirProblem: problem });
 
 /** What every way of running an attempt shares. */
 interface Attempt {
@@ -261,11 +271,11 @@ class GroupControl {
  * The report of an attempt whose process is gone: its output read, its output file and (unless
  * kept for a failure) its scratch dir removed.
  */
-async function finish(a: Attempt, control: GroupControl, end: { code: number | null; signal: NodeJS.Signals | null; spawnError: ErrorInfo | null; stdoutTail: string; stderrTail: string }): Promise<ExecutionReport> {
+async function finish(a: Attempt, control: GroupControl, end: { code: number | null; signal: NodeJS.Signals | null; spawnError: ErrorInfo | null; stdoutTail: string; stderrTail: string; outputFile: boolean }): Promise<ExecutionReport> {
   const { paths, o } = a;
   const stopReason = control.stopReason;
   const durationMs = Math.round(performance.now() - a.started);
-  const { output, error: outputError } = end.spawnError || stopReason === 'lost' ? { output: null, error: null } : await readOutput(paths.output);
+  const { output, error: outputError } = end.spawnError || stopReason === 'lost' || !end.outputFile ? { output: null, error: null } : await readOutput(paths.output);
   const report: ExecutionReport = {
     exitCode: end.spawnError ? null : end.code,
     signal: end.signal,
@@ -282,7 +292,7 @@ async function finish(a: Attempt, control: GroupControl, end: { code: number | n
   const succeeded = report.exitCode === 0 && report.error === null && stopReason === null;
   // The output travels in the result from here on; both removals run at once.
   await Promise.all([
-    removeFile(paths.output).catch(() => {}),
+    end.outputFile ? removeFile(paths.output).catch(() => {}) : null,
     succeeded || !o.keepFailedScratch ? removeDir(paths.scratch).catch(() => {}) : null,
   ]);
   return report;
@@ -303,7 +313,8 @@ function superviseHelped(a: Attempt, launch: Extract<Launch, { kind: 'started' }
       exited && exited.stderrBytes > 0 ? readTail(a.paths.stderrLog) : '',
     ]);
     const lost: ErrorInfo | null = exited ? null : { code: 'SPAWN_FAILED', message: 'the spawn helper died while the task ran; the task was stopped' };
-    return finish(a, control, { code: exited?.code ?? null, signal: exited?.signal ?? null, spawnError: lost, stdoutTail, stderrTail });
+    // No output file, as the helper saw at the exit: nothing to read or remove.
+    return finish(a, control, { code: exited?.code ?? null, signal: exited?.signal ?? null, spawnError: lost, stdoutTail, stderrTail, outputFile: exited?.outputFile ?? true });
   });
   return control.execution(a.task, done);
 }
@@ -374,7 +385,7 @@ function spawnInProcess(a: Attempt, file: string, args: readonly string[], cwd: 
       control.exit(); // reap anything the task left running in its group
       void (async () => {
         await Promise.all([stdoutLog.end(), stderrLog.end()]);
-        resolve(await finish(a, control, { code, signal: signal ?? null, spawnError, stdoutTail: stdoutTail.toString(), stderrTail: stderrTail.toString() }));
+        resolve(await finish(a, control, { code, signal: signal ?? null, spawnError, stdoutTail: stdoutTail.toString(), stderrTail: stderrTail.toString(), outputFile: true }));
       })();
     });
   });

@@ -15,19 +15,22 @@
  * dies, the worker spawns in-process as before (executor.ts): the helper is an accelerator,
  * never a requirement.
  *
- * What it does per task: open the two log files, fork, and in the child setsid (the task leads a
+ * What it does per task: make the attempt's dirs and remove a stale output file (plain system
+ * calls here; in the worker each is a thread-pool round trip), open the two log files, fork, and in the child setsid (the task leads a
  * new process group, as `detached` did), chdir, point stdin at /dev/null and stdout/stderr at
  * the log files, set the environment, and exec. An exec or chdir failure comes back over a
  * close-on-exec pipe (libuv does the same). The helper reaps each child and reports its wait
  * status and the size of each log (removing a log the task left empty).
  *
  * The wire, over the helper's stdin and stdout:
- *   request:  "<n>\0" then n fields, each ending in "\0": id, cwd, stdout log, stderr log, file,
- *             argc, argv[0..argc-1], then "NAME=value" environment entries. (No field may hold a
- *             NUL; exec could not take one either, so such a task never reaches the helper.)
+ *   request:  "<n>\0" then n fields, each ending in "\0": id, scratch dir, output file, cwd,
+ *             stdout log, stderr log, file, argc, argv[0..argc-1], then "NAME=value" environment
+ *             entries. (No field may hold a NUL; exec could not take one either, so such a task
+ *             never reaches the helper.)
  *   replies:  "R" once ready; "S <id> <pid>" started; "F <id> <errno> <stage>" not started
- *             (stage: chdir, exec, fork, pipe); "L <id> <errno>" a log file could not be opened;
- *             "X <id> <wait status> <stdout bytes> <stderr bytes>" exited and reaped.
+ *             (stage: chdir, exec, fork, pipe); "P <id> <errno>" the attempt's files could not
+ *             be made; "X <id> <wait status> <stdout bytes> <stderr bytes> <0|1: an output file
+ *             is there>" exited and reaped.
  * The helper exits when its stdin closes (the worker is gone): running tasks keep running, as
  * they would after a crash of a worker that forked them itself, and the next worker start reaps
  * them (daemon.ts, reapOrphans).
@@ -41,7 +44,7 @@ const HELPER_SOURCE = String.raw`
 use strict;
 use warnings;
 use POSIX ();
-use Errno qw(EINTR);
+use Errno qw(EEXIST EINTR ENOENT);
 use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK O_WRONLY O_CREAT O_TRUNC);
 use IO::Select;
 
@@ -84,19 +87,44 @@ sub take {
   return \@f;
 }
 
+# mkdir -p: true when the directory is there (or something by its name: the open or chdir that
+# follows then says what is wrong).
+sub make_dir {
+  my ($dir) = @_;
+  return 1 if mkdir($dir) || $! == EEXIST;
+  return 0 if $! != ENOENT;
+  my ($parent) = $dir =~ m{^(.+)/[^/]+/*$} or return 0;
+  return make_dir($parent) && (mkdir($dir) || $! == EEXIST);
+}
+
+sub parent_of { my ($p) = @_; $p =~ s{/[^/]*$}{}; return $p }
+
 sub start {
-  my ($id, $cwd, $outp, $errp, $file, $argc, @rest) = @_;
+  my ($id, $scratch, $outputp, $cwd, $outp, $errp, $file, $argc, @rest) = @_;
   my @argv = splice(@rest, 0, $argc);
+  # The attempt's files: its scratch dir, the dirs of its logs and output (made per task: an
+  # operator may clean the work dir), and no stale output file. The first failure is reported,
+  # and the worker makes them itself (it tells a broken work dir from a task's fault).
+  for my $dir ($scratch, parent_of($outputp), parent_of($outp)) {
+    if (!make_dir($dir)) {
+      print 'P ', $id, ' ', $! + 0, "\n";
+      return;
+    }
+  }
+  if (!unlink($outputp) && $! != ENOENT) {
+    print 'P ', $id, ' ', $! + 0, "\n";
+    return;
+  }
   my ($out, $err);
   if (!sysopen($out, $outp, O_WRONLY | O_CREAT | O_TRUNC, 0666)) {
-    print 'L ', $id, ' ', $! + 0, "\n";
+    print 'P ', $id, ' ', $! + 0, "\n";
     return;
   }
   if (!sysopen($err, $errp, O_WRONLY | O_CREAT | O_TRUNC, 0666)) {
     my $e = $! + 0;
     close $out;
     unlink $outp;
-    print "L $id $e\n";
+    print "P $id $e\n";
     return;
   }
   my $fail = sub {
@@ -138,14 +166,14 @@ sub start {
     my ($stage, $e) = split / /, $msg;
     return $fail->($stage, $e);
   }
-  $running{$pid} = [$id, $out, $err, $outp, $errp];
+  $running{$pid} = [$id, $out, $err, $outp, $errp, $outputp];
   print "S $id $pid\n";
 }
 
 sub reap {
   while ((my $pid = waitpid(-1, POSIX::WNOHANG())) > 0) {
     my $r = delete $running{$pid} or next;
-    my ($id, $out, $err, $outp, $errp) = @$r;
+    my ($id, $out, $err, $outp, $errp, $outputp) = @$r;
     my $status = $?;
     my @sizes;
     for my $pair ([$out, $outp], [$err, $errp]) {
@@ -154,7 +182,9 @@ sub reap {
       close $pair->[0];
       push @sizes, $size;
     }
-    print "X $id $status $sizes[0] $sizes[1]\n";
+    # Whether the task left an output file (lstat: a FIFO must not be opened here).
+    my $output = (lstat($outputp) || $! != ENOENT) ? 1 : 0;
+    print "X $id $status $sizes[0] $sizes[1] $output\n";
   }
 }
 
@@ -180,13 +210,13 @@ export type Launch =
   | { kind: 'started'; pid: number; exit: Promise<HelperExit> }
   /** The task could not start: `errno` names the error (ENOENT...), `stage` what failed. */
   | { kind: 'failed'; errno: string; stage: string }
-  /** A log file could not be opened: the caller starts the task another way. */
-  | { kind: 'logs-failed'; errno: string }
+  /** The attempt's files could not be made (`errno` says why): the caller starts the task another way. */
+  | { kind: 'unprepared'; errno: string }
   /** The helper is gone: the caller starts the task another way. */
   | { kind: 'lost' };
 
 export type HelperExit =
-  | { kind: 'exited'; code: number | null; signal: NodeJS.Signals | null; stdoutBytes: number; stderrBytes: number }
+  | { kind: 'exited'; code: number | null; signal: NodeJS.Signals | null; stdoutBytes: number; stderrBytes: number; outputFile: boolean }
   /** The helper died while the task ran: its exit will never be known. */
   | { kind: 'lost' };
 
@@ -195,6 +225,10 @@ export interface LaunchRequest {
   args: readonly string[];
   cwd: string;
   env: NodeJS.ProcessEnv;
+  /** Made before the start (with its parents), as are the dirs of the logs and the output. */
+  scratch: string;
+  /** Removed before the start, if a previous run left it. */
+  output: string;
   stdoutLog: string;
   stderrLog: string;
 }
@@ -284,7 +318,7 @@ export class SpawnHelper {
     if (this.lostReason !== null || this.closed) return Promise.resolve({ kind: 'lost' });
     const id = String(this.nextId++);
     const env = Object.entries(r.env).filter((e): e is [string, string] => e[1] !== undefined).map(([k, v]) => `${k}=${v}`);
-    const fields = [id, r.cwd, r.stdoutLog, r.stderrLog, r.file, String(r.args.length + 1), r.file, ...r.args, ...env];
+    const fields = [id, r.scratch, r.output, r.cwd, r.stdoutLog, r.stderrLog, r.file, String(r.args.length + 1), r.file, ...r.args, ...env];
     const launched = new Promise<Launch>((resolve) => this.starting.set(id, resolve));
     this.proc.stdin!.write(`${fields.length}\0${fields.join('\0')}\0`);
     return launched;
@@ -302,21 +336,21 @@ export class SpawnHelper {
   }
 
   private onLine(line: string): void {
-    const [kind, id, a, b, c] = line.split(' ');
+    const [kind, id, a, b, c, d] = line.split(' ');
     if (kind === 'S') {
       const exit = new Promise<HelperExit>((resolve) => this.running.set(id!, resolve));
       this.settleStart(id!, { kind: 'started', pid: Number(a), exit });
     } else if (kind === 'F') {
       this.settleStart(id!, { kind: 'failed', errno: errnoName(a!), stage: b! });
-    } else if (kind === 'L') {
-      this.settleStart(id!, { kind: 'logs-failed', errno: errnoName(a!) });
+    } else if (kind === 'P') {
+      this.settleStart(id!, { kind: 'unprepared', errno: errnoName(a!) });
     } else if (kind === 'X') {
       const resolve = this.running.get(id!);
       this.running.delete(id!);
       const status = Number(a);
       // A wait status: the exit code in the second byte, or the signal in the low seven bits.
       const sig = status & 0x7f;
-      resolve?.({ kind: 'exited', code: sig === 0 ? (status >> 8) & 0xff : null, signal: sig === 0 ? null : (SIGNAL_NAMES.get(sig) ?? null), stdoutBytes: Number(b), stderrBytes: Number(c) });
+      resolve?.({ kind: 'exited', code: sig === 0 ? (status >> 8) & 0xff : null, signal: sig === 0 ? null : (SIGNAL_NAMES.get(sig) ?? null), stdoutBytes: Number(b), stderrBytes: Number(c), outputFile: d === '1' });
     } else {
       this.log.error({ line }, 'spawn helper said something unexpected');
     }

@@ -315,6 +315,20 @@ describe.each(['in-process', 'spawn helper'] as const)('forked %s', (mode) => {
       expect(existsSync(paths.output)).toBe(false);
     });
 
+    it('removes an output file, or even a directory, that a crashed run of the same attempt left', async () => {
+      for (const leftover of ['file', 'dir'] as const) {
+        const workDir = freshWorkDir(`output-left-${leftover}`);
+        const t = task({ command: ['true'] });
+        const { output } = attemptPaths(workDir, t);
+        mkdirSync(dirname(output), { recursive: true });
+        if (leftover === 'file') writeFileSync(output, '{"stale":true}');
+        else mkdirSync(join(output, 'inside'), { recursive: true });
+        const report = await (await startExecution(t, options(workDir))).done;
+        expect(report, leftover).toMatchObject({ exitCode: 0, output: null, error: null });
+        expect(existsSync(output)).toBe(false);
+      }
+    });
+
     it('does not let a previous attempt of the same task leak its output', async () => {
       const workDir = freshWorkDir('output-stale');
       const first = await startExecution(task({ command: [node, fixture('write-output.mjs'), 'json'] }), options(workDir));
@@ -406,6 +420,18 @@ describe.each(['in-process', 'spawn helper'] as const)('forked %s', (mode) => {
       const { report, paths } = await run('scratch-badout', { command: [node, fixture('write-output.mjs'), 'invalid'] });
       expect(report.error?.code).toBe('OUTPUT_INVALID');
       expect(existsSync(paths.scratch)).toBe(true);
+    });
+
+    it('makes the attempt\'s dirs again when an operator removed them, and runs the task where it would have', async () => {
+      const workDir = freshWorkDir('dirs-removed');
+      expect((await (await startExecution(task({ command: ['true'] }), options(workDir))).done).exitCode).toBe(0);
+      for (const dir of ['scratch', 'logs', 'outputs']) rmSync(join(workDir, dir), { recursive: true, force: true });
+      const t = task({ shell: 'echo "$PPID $PWD"; echo \'{"ok":1}\' > "$PULLMAN_OUTPUT"' }, { taskId: 'task-2' });
+      const report = await (await startExecution(t, options(workDir))).done;
+      expect(report).toMatchObject({ exitCode: 0, output: { ok: 1 }, error: null });
+      // Forked by the helper, when there is one: it made the dirs, not the worker's fallback.
+      expect(report.stdoutTail).toBe(`${helper ? helper.pid : process.pid} ${attemptPaths(workDir, t).scratch}\n`);
+      expect(readFileSync(attemptPaths(workDir, t).stdoutLog, 'utf8')).toBe(report.stdoutTail);
     });
 
     it('runs in spec.cwd when given', async () => {
