@@ -5,13 +5,13 @@
  * and always await the exit. When the group leader exits, the group is SIGKILLed too, so a
  * task's background processes (`sleep 100 &`) never outlive it.
  *
- * Two ways to fork, one behaviour: through the spawn helper when the worker has one (cheap; the
- * task writes its logs directly, and the tails are read from the logs' ends), else Node's spawn
- * in this process (stdout and stderr through pipes into the logs and the tails).
+ * Two ways to fork, one behaviour: through the spawn helper when the worker has one (cheap; it
+ * copies the task's output into the logs and reports the tails with the exit), else Node's
+ * spawn in this process (stdout and stderr through socket pairs into the logs and the tails).
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir, open, readFile, rm, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, readFile, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
@@ -181,13 +181,13 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
   if (helper) {
     const launch = await helper.launch({ file, args, cwd, env, scratch: paths.scratch, output: paths.output, stdoutLog: paths.stdoutLog, stderrLog: paths.stderrLog });
     if (launch.kind === 'started') return superviseHelped(attempt, launch);
+    if (launch.kind === 'vanished') return vanished(task, started);
     if (launch.kind === 'failed') {
       const message = launch.stage === 'chdir' ? `cwd ${cwd}: ${launch.errno}` : `cannot run ${JSON.stringify(file)}: ${launch.errno}`;
       return failedToStart(task, { code: 'SPAWN_FAILED', message }, started);
     }
     // Files it could not make (the check here tells whether the work dir is at fault), or a
-    // helper gone: the worker forks the task itself, which also keeps the tails when a log
-    // cannot be written.
+    // helper already gone: the worker forks the task itself.
     const workDirProblem = await prepareAttempt(o.workDir, paths);
     if (workDirProblem) return workDirFailure(task, workDirProblem);
   }
@@ -299,41 +299,33 @@ async function finish(a: Attempt, control: GroupControl, end: { code: number | n
 }
 
 /**
- * A task the spawn helper started. Its stdout and stderr went straight to the log files (the
- * helper removed a log left empty); the tails are read from their ends after the exit.
+ * A task the spawn helper started. The helper copied its output into the logs and reports the
+ * exit with the tails, and whether the task left an output file.
  */
 function superviseHelped(a: Attempt, launch: Extract<Launch, { kind: 'started' }>): Execution {
   const control = new GroupControl(launch.pid, a.o.killGraceMs, a.timeoutMs);
-  const done = launch.exit.then(async (exit) => {
-    if (exit.kind === 'lost') control.stop('lost');
+  const done = launch.exit.then((exit) => {
+    if (exit.kind === 'lost') {
+      control.stop('lost');
+      control.exit();
+      return finish(a, control, { code: null, signal: null, spawnError: HELPER_LOST, stdoutTail: '', stderrTail: '', outputFile: true });
+    }
     control.exit();
-    const exited = exit.kind === 'exited' ? exit : null;
-    const [stdoutTail, stderrTail] = await Promise.all([
-      exited && exited.stdoutBytes > 0 ? readTail(a.paths.stdoutLog) : '',
-      exited && exited.stderrBytes > 0 ? readTail(a.paths.stderrLog) : '',
-    ]);
-    const lost: ErrorInfo | null = exited ? null : { code: 'SPAWN_FAILED', message: 'the spawn helper died while the task ran; the task was stopped' };
-    // No output file, as the helper saw at the exit: nothing to read or remove.
-    return finish(a, control, { code: exited?.code ?? null, signal: exited?.signal ?? null, spawnError: lost, stdoutTail, stderrTail, outputFile: exited?.outputFile ?? true });
+    // No output file, as the helper saw after the exit: nothing to read or remove.
+    return finish(a, control, { code: exit.code, signal: exit.signal, spawnError: null, stdoutTail: tailText(exit.stdoutTail, MAX_TAIL_BYTES), stderrTail: tailText(exit.stderrTail, MAX_TAIL_BYTES), outputFile: exit.outputFile });
   });
   return control.execution(a.task, done);
 }
 
-/** The last MAX_TAIL_BYTES of a log file, as text; empty when it cannot be read. */
-async function readTail(path: string): Promise<string> {
-  let fh: FileHandle | null = null;
-  try {
-    fh = await open(path, 'r');
-    const { size } = await fh.stat();
-    const length = Math.min(size, MAX_TAIL_BYTES);
-    const buf = Buffer.alloc(length);
-    const { bytesRead } = await fh.read(buf, 0, length, size - length);
-    return tailText(buf.subarray(0, bytesRead), MAX_TAIL_BYTES);
-  } catch {
-    return '';
-  } finally {
-    await fh?.close().catch(() => {});
-  }
+const HELPER_LOST: ErrorInfo = { code: 'SPAWN_FAILED', message: 'the spawn helper died while the task ran; the task was stopped' };
+
+/**
+ * A task whose start request went to a helper that then died: it may run, unseen. Given back
+ * (stopReason 'lost'), never started again here: two copies could run at once.
+ */
+function vanished(task: TaskAssignment, started: number): Execution {
+  const e = failedToStart(task, { code: 'SPAWN_FAILED', message: 'the spawn helper died while starting the task' }, started);
+  return { ...e, stopReason: 'lost' };
 }
 
 /** The worker forks the task itself: Node's spawn, stdout and stderr through pipes. */

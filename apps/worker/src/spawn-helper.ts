@@ -16,11 +16,14 @@
  * never a requirement.
  *
  * What it does per task: make the attempt's dirs and remove a stale output file (plain system
- * calls here; in the worker each is a thread-pool round trip), open the two log files, fork, and in the child setsid (the task leads a
- * new process group, as `detached` did), chdir, point stdin at /dev/null and stdout/stderr at
- * the log files, set the environment, and exec. An exec or chdir failure comes back over a
- * close-on-exec pipe (libuv does the same). The helper reaps each child and reports its wait
- * status and the size of each log (removing a log the task left empty).
+ * calls here; in the worker each is a thread-pool round trip), make stdout and stderr pipes, fork,
+ * and in the child setsid (the task leads a new process group, as `detached` did), chdir, point
+ * stdin at /dev/null and stdout/stderr at the pipes, set the environment, and exec. An exec or
+ * chdir failure comes back over a close-on-exec pipe (libuv does the same). It copies what the
+ * task prints into the log files (opened on the first byte) and keeps the tails; when the task
+ * exits it kills what is left of its group, waits for the pipes to close (2-3 s at most), and
+ * reports the exit with the tails. Real pipes, not the socket pairs Node's spawn makes: a task
+ * may `echo oops > /dev/stderr`, which a socket refuses (ENXIO).
  *
  * The wire, over the helper's stdin and stdout:
  *   request:  "<n>\0" then n fields, each ending in "\0": id, scratch dir, output file, cwd,
@@ -29,8 +32,8 @@
  *             never reaches the helper.)
  *   replies:  "R" once ready; "S <id> <pid>" started; "F <id> <errno> <stage>" not started
  *             (stage: chdir, exec, fork, pipe); "P <id> <errno>" the attempt's files could not
- *             be made; "X <id> <wait status> <stdout bytes> <stderr bytes> <0|1: an output file
- *             is there>" exited and reaped.
+ *             be made; "X <id> <wait status> <0|1: an output file is there> <stdout tail>
+ *             <stderr tail>" exited, the tails in hex ("-" for none).
  * The helper exits when its stdin closes (the worker is gone): running tasks keep running, as
  * they would after a crash of a worker that forked them itself, and the next worker start reaps
  * them (daemon.ts, reapOrphans).
@@ -44,9 +47,15 @@ const HELPER_SOURCE = String.raw`
 use strict;
 use warnings;
 use POSIX ();
-use Errno qw(EEXIST EINTR ENOENT);
+use Errno qw(EAGAIN EEXIST EINTR ENOENT);
 use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK O_WRONLY O_CREAT O_TRUNC);
 use IO::Select;
+
+# The last bytes of each stream a result carries (MAX_TAIL_BYTES), and how long after a task's
+# exit its pipes may stay open (a descendant that left its group holds them): 2-3 s, in the
+# whole seconds that perl-base's time() gives.
+my $TAIL = 65536;
+my $GRACE = 3;
 
 $| = 1;
 # Signals meant for the worker (a terminal's Ctrl-C, a kill of the group) are its to handle: the
@@ -56,8 +65,15 @@ pipe(my $wake_r, my $wake_w) or die "pipe: $!";
 fcntl($wake_w, F_SETFL, fcntl($wake_w, F_GETFL, 0) | O_NONBLOCK);
 $SIG{CHLD} = sub { syswrite($wake_w, 'x') };
 
+my $sel = IO::Select->new(\*STDIN, $wake_r);
+my %tasks;    # id => { pid, status, reaped, output, streams => [stdout, stderr] }
+my %by_pid;   # pid => id
+my %by_fd;    # fileno of a pipe => [id, 0 (stdout) or 1 (stderr)]
+my $buf = '';
+print "R\n";
+
 # A read that SIGCHLD interrupts (another task's exit) is retried: taken for EOF, it made a failed
-# exec look started, and the helper's own stdin look closed.
+# exec look started.
 sub read_more {
   my ($fh, $len) = @_;
   while (1) {
@@ -66,10 +82,31 @@ sub read_more {
   }
 }
 
-my $sel = IO::Select->new(\*STDIN, $wake_r);
-my %running;
-my $buf = '';
-print "R\n";
+sub write_all {
+  my ($fh, $data) = @_;
+  my $off = 0;
+  while ($off < length $data) {
+    my $n = syswrite($fh, $data, length($data) - $off, $off);
+    if (!defined $n) {
+      next if $! == EINTR;
+      return 0;
+    }
+    $off += $n;
+  }
+  return 1;
+}
+
+# mkdir -p: true when the directory is there (or something by its name: the open or chdir that
+# follows then says what is wrong).
+sub make_dir {
+  my ($dir) = @_;
+  return 1 if mkdir($dir) || $! == EEXIST;
+  return 0 if $! != ENOENT;
+  my ($parent) = $dir =~ m{^(.+)/[^/]+/*$} or return 0;
+  return make_dir($parent) && (mkdir($dir) || $! == EEXIST);
+}
+
+sub parent_of { my ($p) = @_; $p =~ s{/[^/]*$}{}; return $p }
 
 sub take {
   my $p = index($buf, "\0");
@@ -87,57 +124,25 @@ sub take {
   return \@f;
 }
 
-# mkdir -p: true when the directory is there (or something by its name: the open or chdir that
-# follows then says what is wrong).
-sub make_dir {
-  my ($dir) = @_;
-  return 1 if mkdir($dir) || $! == EEXIST;
-  return 0 if $! != ENOENT;
-  my ($parent) = $dir =~ m{^(.+)/[^/]+/*$} or return 0;
-  return make_dir($parent) && (mkdir($dir) || $! == EEXIST);
-}
-
-sub parent_of { my ($p) = @_; $p =~ s{/[^/]*$}{}; return $p }
-
 sub start {
   my ($id, $scratch, $outputp, $cwd, $outp, $errp, $file, $argc, @rest) = @_;
   my @argv = splice(@rest, 0, $argc);
   # The attempt's files: its scratch dir, the dirs of its logs and output (made per task: an
-  # operator may clean the work dir), and no stale output file. The first failure is reported,
-  # and the worker makes them itself (it tells a broken work dir from a task's fault).
+  # operator may clean the work dir), and no stale output file. On a failure the worker makes
+  # them itself (it tells a broken work dir from a task's fault).
   for my $dir ($scratch, parent_of($outputp), parent_of($outp)) {
-    if (!make_dir($dir)) {
-      print 'P ', $id, ' ', $! + 0, "\n";
-      return;
-    }
+    return print('P ', $id, ' ', $! + 0, "\n") if !make_dir($dir);
   }
-  if (!unlink($outputp) && $! != ENOENT) {
-    print 'P ', $id, ' ', $! + 0, "\n";
-    return;
+  return print('P ', $id, ' ', $! + 0, "\n") if !unlink($outputp) && $! != ENOENT;
+  # Real pipes, as a shell gives: a task may reopen /dev/stdout or /dev/stderr.
+  my @pipes;
+  for (1 .. 3) {
+    pipe(my $r, my $w) or return print('F ', $id, ' ', $! + 0, " pipe\n");
+    push @pipes, [$r, $w];
   }
-  my ($out, $err);
-  if (!sysopen($out, $outp, O_WRONLY | O_CREAT | O_TRUNC, 0666)) {
-    print 'P ', $id, ' ', $! + 0, "\n";
-    return;
-  }
-  if (!sysopen($err, $errp, O_WRONLY | O_CREAT | O_TRUNC, 0666)) {
-    my $e = $! + 0;
-    close $out;
-    unlink $outp;
-    print "P $id $e\n";
-    return;
-  }
-  my $fail = sub {
-    my ($stage, $e) = @_;
-    close $out;
-    close $err;
-    unlink $outp, $errp;
-    print "F $id $e $stage\n";
-  };
-  # Close-on-exec (Perl sets it on every descriptor above 2): EOF at exec, or the error first.
-  pipe(my $er, my $ew) or return $fail->('pipe', $! + 0);
+  my ($out, $err, $exe) = @pipes;
   my $pid = fork();
-  return $fail->('fork', $! + 0) if !defined $pid;
+  return print('F ', $id, ' ', $! + 0, " fork\n") if !defined $pid;
   if ($pid == 0) {
     $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP QUIT PIPE CHLD);
     POSIX::setsid();
@@ -145,8 +150,8 @@ sub start {
     if (chdir $cwd) {
       $stage = 'exec';
       open(STDIN, '<', '/dev/null');
-      POSIX::dup2(fileno($out), 1);
-      POSIX::dup2(fileno($err), 2);
+      POSIX::dup2(fileno($out->[1]), 1);
+      POSIX::dup2(fileno($err->[1]), 2);
       %ENV = ();
       for my $kv (@rest) {
         my $eq = index($kv, '=');
@@ -154,54 +159,113 @@ sub start {
       }
       exec { $file } @argv;
     }
-    syswrite($ew, $stage . ' ' . ($! + 0));
+    # Perl sets close-on-exec on every descriptor above 2: EOF at exec, or this message first.
+    syswrite($exe->[1], $stage . ' ' . ($! + 0));
     POSIX::_exit(127);
   }
-  close $ew;
+  close $_->[1] for @pipes;
   my $msg = '';
-  1 while read_more($er, 256, $msg);
-  close $er;
+  1 while read_more($exe->[0], 256, $msg);
+  close $exe->[0];
   if ($msg ne '') {
+    close $_->[0] for $out, $err;
     1 while waitpid($pid, 0) < 0 && $! == EINTR;
     my ($stage, $e) = split / /, $msg;
-    return $fail->($stage, $e);
+    return print("F $id $e $stage\n");
   }
-  $running{$pid} = [$id, $out, $err, $outp, $errp, $outputp];
+  my @streams;
+  for my $i (0, 1) {
+    my $r = ($out, $err)[$i]->[0];
+    push @streams, { fh => $r, path => ($outp, $errp)[$i], log => undef, broken => 0, tail => '' };
+    $by_fd{fileno $r} = [$id, $i];
+    $sel->add($r);
+  }
+  $tasks{$id} = { pid => $pid, status => undef, reaped => 0, output => $outputp, streams => \@streams };
+  $by_pid{$pid} = $id;
   print "S $id $pid\n";
+}
+
+sub close_stream {
+  my ($s) = @_;
+  return if !$s->{fh};
+  delete $by_fd{fileno $s->{fh}};
+  $sel->remove($s->{fh});
+  close $s->{fh};
+  $s->{fh} = undef;
+  close $s->{log} if $s->{log};
+  $s->{log} = undef;
+}
+
+# Copies what a task printed into its log, opened on the first byte (a stream that printed
+# nothing leaves no file), and keeps the last $TAIL bytes for the result. A log that cannot be
+# written loses the full log, never the task or its tail.
+sub relay {
+  my ($fh) = @_;
+  my ($id, $i) = @{$by_fd{fileno $fh}};
+  my $s = $tasks{$id}{streams}[$i];
+  my $data = '';
+  my $n = read_more($fh, 65536, $data);
+  return close_stream($s) if !$n;
+  if (!$s->{broken}) {
+    if (!$s->{log} && !sysopen($s->{log}, $s->{path}, O_WRONLY | O_CREAT | O_TRUNC, 0666)) {
+      $s->{broken} = 1;
+    } elsif (!write_all($s->{log}, $data)) {
+      $s->{broken} = 1;
+      close $s->{log};
+      $s->{log} = undef;
+    }
+  }
+  $s->{tail} .= $data;
+  substr($s->{tail}, 0, length($s->{tail}) - $TAIL) = '' if length $s->{tail} > $TAIL;
 }
 
 sub reap {
   while ((my $pid = waitpid(-1, POSIX::WNOHANG())) > 0) {
-    my $r = delete $running{$pid} or next;
-    my ($id, $out, $err, $outp, $errp, $outputp) = @$r;
-    my $status = $?;
-    my @sizes;
-    for my $pair ([$out, $outp], [$err, $errp]) {
-      my $size = (stat($pair->[0]))[7] // 0;
-      unlink $pair->[1] if $size == 0;
-      close $pair->[0];
-      push @sizes, $size;
-    }
-    # Whether the task left an output file (lstat: a FIFO must not be opened here).
-    my $output = (lstat($outputp) || $! != ENOENT) ? 1 : 0;
-    print "X $id $status $sizes[0] $sizes[1] $output\n";
+    my $id = delete $by_pid{$pid};
+    next if !defined $id;
+    $tasks{$id}{status} = $?;
+    $tasks{$id}{reaped} = time;
+    # Anything the task left running in its group goes with it (as the worker does in-process),
+    # so its pipes close now rather than at the grace's end.
+    kill 'KILL', -$pid;
+  }
+}
+
+# Reports each reaped task once its pipes are closed, or its grace has passed: status, whether it
+# left an output file (lstat: a FIFO must not be opened here), and the two tails in hex.
+sub report {
+  my $now = time;
+  for my $id (keys %tasks) {
+    my $t = $tasks{$id};
+    next if !defined $t->{status};
+    my @open = grep { $_->{fh} } @{$t->{streams}};
+    next if @open && $now - $t->{reaped} < $GRACE;
+    close_stream($_) for @open;
+    my $output = (lstat($t->{output}) || $! != ENOENT) ? 1 : 0;
+    my @tails = map { length $_->{tail} ? unpack('H*', $_->{tail}) : '-' } @{$t->{streams}};
+    print "X $id $t->{status} $output $tails[0] $tails[1]\n";
+    delete $tasks{$id};
   }
 }
 
 while (1) {
-  # The timeout only backs up SIGCHLD: one that lands just before select blocks waits for it.
+  # The timeout backs up SIGCHLD (one that lands just before select blocks waits for it) and
+  # times the grace of a task whose pipes stay open.
   for my $fh ($sel->can_read(0.5)) {
     if ($fh == $wake_r) {
       sysread($wake_r, my $junk, 4096);
-      next;
-    }
-    my $n = read_more(\*STDIN, 65536, $buf);
-    exit 0 if !$n;
-    while (my $req = take()) {
-      start(@$req);
+    } elsif ($fh == \*STDIN) {
+      my $n = read_more(\*STDIN, 65536, $buf);
+      exit 0 if !$n;
+      while (my $req = take()) {
+        start(@$req);
+      }
+    } else {
+      relay($fh);
     }
   }
   reap();
+  report();
 }
 `;
 
@@ -212,11 +276,16 @@ export type Launch =
   | { kind: 'failed'; errno: string; stage: string }
   /** The attempt's files could not be made (`errno` says why): the caller starts the task another way. */
   | { kind: 'unprepared'; errno: string }
-  /** The helper is gone: the caller starts the task another way. */
-  | { kind: 'lost' };
+  /** The helper was gone before the request went out: the caller starts the task another way. */
+  | { kind: 'lost' }
+  /**
+   * The helper died after the request went out: whether the task started is unknown (and if it
+   * did, nobody can see it end). The caller must not start it again; it gives it back.
+   */
+  | { kind: 'vanished' };
 
 export type HelperExit =
-  | { kind: 'exited'; code: number | null; signal: NodeJS.Signals | null; stdoutBytes: number; stderrBytes: number; outputFile: boolean }
+  | { kind: 'exited'; code: number | null; signal: NodeJS.Signals | null; outputFile: boolean; stdoutTail: Buffer; stderrTail: Buffer }
   /** The helper died while the task ran: its exit will never be known. */
   | { kind: 'lost' };
 
@@ -227,7 +296,7 @@ export interface LaunchRequest {
   env: NodeJS.ProcessEnv;
   /** Made before the start (with its parents), as are the dirs of the logs and the output. */
   scratch: string;
-  /** Removed before the start, if a previous run left it. */
+  /** Removed before the start, if a previous run left it; checked for after the exit. */
   output: string;
   stdoutLog: string;
   stderrLog: string;
@@ -265,8 +334,10 @@ export class SpawnHelper {
   static async start(log: Logger, perl = 'perl'): Promise<SpawnHelper | null> {
     let proc: ChildProcess;
     try {
-      // detached: its own session, so a terminal's signals for the worker's group miss it.
-      proc = spawn(perl, ['-e', HELPER_SOURCE], { stdio: ['pipe', 'pipe', 'inherit'], detached: true });
+      // detached: its own session, so a terminal's signals for the worker's group miss it. Its
+      // own environment: PATH only (PERL5LIB, PERL5OPT or PERL_UNICODE from the worker's could
+      // change what it runs or how it reads); tasks get theirs with each request.
+      proc = spawn(perl, ['-e', HELPER_SOURCE], { stdio: ['pipe', 'pipe', 'inherit'], detached: true, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
     } catch (err) {
       log.warn({ err }, 'spawn helper unavailable; tasks are forked by the worker itself');
       return null;
@@ -291,14 +362,15 @@ export class SpawnHelper {
     proc.removeAllListeners('error').removeAllListeners('exit');
     const helper = new SpawnHelper(proc, log);
     lines.on('line', (line) => helper.onLine(line));
+    // 'close', not 'exit': it comes after the last line was read. On 'exit', a task the helper
+    // had just reported started was taken for never started, and forked a second time.
+    proc.on('close', (code, signal) => helper.lose(`helper exited (${signal ?? code})`));
     proc.on('error', (err) => helper.lose(`helper error: ${err.message}`));
-    proc.on('exit', (code, signal) => helper.lose(`helper exited (${signal ?? code})`));
     // A helper that stopped reading must not make writes pile up or throw.
     proc.stdin!.on('error', (err) => helper.lose(`helper stdin: ${err.message}`));
-    // The worker must not wait for the helper to exit.
+    // An idle helper does not keep the worker's process alive; one with tasks does (ref()).
     proc.unref();
-    (proc.stdin as unknown as { unref?: () => void }).unref?.();
-    (proc.stdout as unknown as { unref?: () => void }).unref?.();
+    helper.ref();
     log.debug({ pid: proc.pid }, 'spawn helper ready');
     return helper;
   }
@@ -313,6 +385,16 @@ export class SpawnHelper {
     return this.lostReason;
   }
 
+  /** Keeps the worker's process alive while the helper has tasks, and only then. */
+  private ref(): void {
+    const busy = this.starting.size + this.running.size > 0;
+    const io = [this.proc.stdin, this.proc.stdout] as unknown as Array<{ ref(): void; unref(): void }>;
+    for (const s of io) {
+      if (busy) s.ref();
+      else s.unref();
+    }
+  }
+
   /** Asks the helper to start a task. Never rejects. */
   launch(r: LaunchRequest): Promise<Launch> {
     if (this.lostReason !== null || this.closed) return Promise.resolve({ kind: 'lost' });
@@ -320,6 +402,7 @@ export class SpawnHelper {
     const env = Object.entries(r.env).filter((e): e is [string, string] => e[1] !== undefined).map(([k, v]) => `${k}=${v}`);
     const fields = [id, r.scratch, r.output, r.cwd, r.stdoutLog, r.stderrLog, r.file, String(r.args.length + 1), r.file, ...r.args, ...env];
     const launched = new Promise<Launch>((resolve) => this.starting.set(id, resolve));
+    this.ref();
     this.proc.stdin!.write(`${fields.length}\0${fields.join('\0')}\0`);
     return launched;
   }
@@ -338,7 +421,9 @@ export class SpawnHelper {
   private onLine(line: string): void {
     const [kind, id, a, b, c, d] = line.split(' ');
     if (kind === 'S') {
-      const exit = new Promise<HelperExit>((resolve) => this.running.set(id!, resolve));
+      let resolveExit!: (e: HelperExit) => void;
+      const exit = new Promise<HelperExit>((resolve) => (resolveExit = resolve));
+      this.running.set(id!, resolveExit);
       this.settleStart(id!, { kind: 'started', pid: Number(a), exit });
     } else if (kind === 'F') {
       this.settleStart(id!, { kind: 'failed', errno: errnoName(a!), stage: b! });
@@ -347,10 +432,12 @@ export class SpawnHelper {
     } else if (kind === 'X') {
       const resolve = this.running.get(id!);
       this.running.delete(id!);
+      this.ref();
       const status = Number(a);
       // A wait status: the exit code in the second byte, or the signal in the low seven bits.
       const sig = status & 0x7f;
-      resolve?.({ kind: 'exited', code: sig === 0 ? (status >> 8) & 0xff : null, signal: sig === 0 ? null : (SIGNAL_NAMES.get(sig) ?? null), stdoutBytes: Number(b), stderrBytes: Number(c), outputFile: d === '1' });
+      const tail = (hex: string | undefined) => (hex === undefined || hex === '-' ? Buffer.alloc(0) : Buffer.from(hex, 'hex'));
+      resolve?.({ kind: 'exited', code: sig === 0 ? (status >> 8) & 0xff : null, signal: sig === 0 ? null : (SIGNAL_NAMES.get(sig) ?? null), outputFile: b === '1', stdoutTail: tail(c), stderrTail: tail(d) });
     } else {
       this.log.error({ line }, 'spawn helper said something unexpected');
     }
@@ -359,6 +446,7 @@ export class SpawnHelper {
   private settleStart(id: string, l: Launch): void {
     const resolve = this.starting.get(id);
     this.starting.delete(id);
+    this.ref();
     resolve?.(l);
   }
 
@@ -366,10 +454,11 @@ export class SpawnHelper {
   private lose(why: string): void {
     if (this.lostReason !== null || this.closed) return;
     this.lostReason = why;
-    this.log.error({ reason: why, running: this.running.size }, 'spawn helper lost; its running tasks are stopped and given back, and new ones are forked by the worker itself');
-    for (const resolve of this.starting.values()) resolve({ kind: 'lost' });
+    this.log.error({ reason: why, running: this.running.size + this.starting.size }, 'spawn helper lost; its running tasks are stopped and given back, and new ones are forked by the worker itself');
+    for (const resolve of this.starting.values()) resolve({ kind: 'vanished' });
     for (const resolve of this.running.values()) resolve({ kind: 'lost' });
     this.starting.clear();
     this.running.clear();
+    this.ref();
   }
 }

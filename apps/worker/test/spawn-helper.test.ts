@@ -2,9 +2,11 @@
  * The spawn helper's own life: starting, being unavailable, dying under running tasks, closing.
  * What tasks see through it is the executor suite's, run once per way of forking.
  */
-import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -101,6 +103,60 @@ describe('SpawnHelper', () => {
 
     const next = await startExecution(task({ shell: 'echo $PPID' }, 'task-2'), opts);
     expect(await next.done).toMatchObject({ exitCode: 0, stdoutTail: `${process.pid}\n` });
+  });
+
+  it('gives tasks real pipes: a task may write to /dev/stdout and /dev/stderr by name', async () => {
+    // Node's spawn gives socket pairs, which cannot be opened by name (ENXIO): the in-process
+    // path fails this. A log file in their place would be truncated by the reopen.
+    const helper = await startHelper();
+    const exec = await startExecution(task({ shell: 'echo one; echo two > /dev/stderr; echo three >&2; echo four > /dev/stdout' }), { workDir: freshWorkDir(), workerId: 'w', killGraceMs: 500, keepFailedScratch: false, helper });
+    expect(await exec.done).toMatchObject({ exitCode: 0, stdoutTail: 'one\nfour\n', stderrTail: 'two\nthree\n' });
+  });
+
+  it('does not let the worker\'s Perl settings reach the helper', async () => {
+    // PERL_UNICODE=SD made the helper's reads character reads, and it died on its first request.
+    process.env.PERL_UNICODE = 'SD';
+    process.env.PERL5OPT = '-Mstrict=refs,bogus';
+    try {
+      const helper = await startHelper();
+      const exec = await startExecution(task({ shell: 'echo $PPID' }), { workDir: freshWorkDir(), workerId: 'w', killGraceMs: 500, keepFailedScratch: false, helper });
+      expect(await exec.done).toMatchObject({ exitCode: 0, stdoutTail: `${helper.pid}\n` });
+    } finally {
+      delete process.env.PERL_UNICODE;
+      delete process.env.PERL5OPT;
+    }
+  });
+
+  it('dying after a start request went out: the task is given back, never forked a second time', async () => {
+    // A stand-in for perl that says ready, takes the first byte of a request and dies.
+    const fake = join(freshWorkDir(), 'fake-perl');
+    writeFileSync(fake, '#!/bin/sh\necho R\nhead -c 1 >/dev/null\nexit 1\n');
+    chmodSync(fake, 0o755);
+    const helper = (await SpawnHelper.start(pino({ level: 'silent' }), fake))!;
+    expect(helper).not.toBeNull();
+    const workDir = freshWorkDir();
+    const marker = join(workDir, 'ran');
+    const exec = await startExecution(task({ shell: `touch ${marker}` }), { workDir, workerId: 'w', killGraceMs: 500, keepFailedScratch: false, helper });
+    const report = await exec.done;
+    expect(exec.stopReason).toBe('lost'); // the daemon releases it
+    expect(report.error).toMatchObject({ code: 'SPAWN_FAILED', message: 'the spawn helper died while starting the task' });
+    expect(() => readFileSync(marker)).toThrow(/ENOENT/);
+  });
+
+  it('keeps the worker\'s process alive while it has tasks, and only then', () => {
+    // A script with nothing else to wait for: an unref'd helper let it end before the task did.
+    const dist = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist');
+    const script = `
+      import { pino } from 'pino';
+      import { startExecution } from ${JSON.stringify(join(dist, 'executor.js'))};
+      import { SpawnHelper } from ${JSON.stringify(join(dist, 'spawn-helper.js'))};
+      const helper = await SpawnHelper.start(pino({ level: 'silent' }));
+      const exec = await startExecution({ taskId: 't', jobId: 'j', key: null, attempt: 1, leaseId: 'L', spec: { shell: 'sleep 0.3; echo done' } }, { workDir: process.argv[1], workerId: 'w', killGraceMs: 500, keepFailedScratch: false, helper });
+      console.log(JSON.stringify(await exec.done));
+    `;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, freshWorkDir()], { encoding: 'utf8', timeout: 30_000, cwd: join(dist, '..') });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ exitCode: 0, stdoutTail: 'done\n' });
   });
 
   it('exits when closed, leaving a running task to run', async () => {
