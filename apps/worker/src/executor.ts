@@ -10,7 +10,7 @@
  * spawn in this process (stdout and stderr through socket pairs into the logs and the tails).
  */
 import { spawn } from 'node:child_process';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { closeSync, constants as fsConstants, createWriteStream, fstatSync, openSync, type WriteStream } from 'node:fs';
 import { mkdir, readFile, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -432,6 +432,8 @@ async function readOutput(path: string): Promise<{ output: unknown; error: Error
   return { output, error: null };
 }
 
+const LOG_OPEN_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW;
+
 /**
  * A log file created when the first chunk arrives. A file that cannot be written (disk full,
  * out of descriptors, its directory removed) loses the full log, never the task: the result
@@ -439,10 +441,28 @@ async function readOutput(path: string): Promise<{ output: unknown; error: Error
  */
 class LazyLog {
   private stream: WriteStream | null = null;
+  private broken = false;
   constructor(private readonly path: string) {}
   write(chunk: Buffer): void {
+    if (this.broken) return;
     if (!this.stream) {
-      this.stream = createWriteStream(this.path);
+      // A regular file only, opened without blocking and not through a symlink: a task can put a
+      // FIFO at its own log's path, and a blocking open of one nobody reads held a thread-pool
+      // thread forever, and the task's result with it. Opened here, at once: such an open
+      // returns in microseconds, or fails (ENXIO, ELOOP), and the full log is lost.
+      let fd: number;
+      try {
+        fd = openSync(this.path, LOG_OPEN_FLAGS, 0o666);
+      } catch {
+        this.broken = true;
+        return;
+      }
+      if (!fstatSync(fd).isFile()) {
+        closeSync(fd);
+        this.broken = true;
+        return;
+      }
+      this.stream = createWriteStream('', { fd });
       this.stream.on('error', () => this.stream?.destroy());
     }
     if (!this.stream.destroyed) this.stream.write(chunk);

@@ -48,7 +48,7 @@ use strict;
 use warnings;
 use POSIX ();
 use Errno qw(EAGAIN EEXIST EINTR ENOENT);
-use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK O_WRONLY O_CREAT O_TRUNC);
+use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK O_NOFOLLOW O_WRONLY O_CREAT O_TRUNC);
 use IO::Select;
 
 # The last bytes of each stream a result carries (MAX_TAIL_BYTES), and how long after a task's
@@ -207,7 +207,12 @@ sub relay {
   my $n = read_more($fh, 65536, $data);
   return close_stream($s) if !$n;
   if (!$s->{broken}) {
-    if (!$s->{log} && !sysopen($s->{log}, $s->{path}, O_WRONLY | O_CREAT | O_TRUNC, 0666)) {
+    # A regular file only, opened without blocking: a task can put a FIFO (or a symlink) at its
+    # own log's path, and a blocking open of a FIFO nobody reads froze the helper, and with it
+    # every task of the worker.
+    if (!$s->{log} && !(sysopen($s->{log}, $s->{path}, O_WRONLY | O_CREAT | O_TRUNC | O_NONBLOCK | O_NOFOLLOW, 0666) && -f $s->{log})) {
+      close $s->{log} if $s->{log};
+      $s->{log} = undef;
       $s->{broken} = 1;
     } elsif (!write_all($s->{log}, $data)) {
       $s->{broken} = 1;
@@ -321,6 +326,7 @@ export class SpawnHelper {
   private readonly running = new Map<string, (e: HelperExit) => void>();
   private lostReason: string | null = null;
   private closed = false;
+  private stdinBroken = false;
 
   private constructor(
     private readonly proc: ChildProcess,
@@ -364,10 +370,13 @@ export class SpawnHelper {
     lines.on('line', (line) => helper.onLine(line));
     // 'close', not 'exit': it comes after the last line was read. On 'exit', a task the helper
     // had just reported started was taken for never started, and forked a second time.
+    // Nor on an error: replies the helper sent before it died may still wait to be read. An
+    // EPIPE on stdin used to drop them, and a finished task was killed and run again.
     proc.on('close', (code, signal) => helper.lose(`helper exited (${signal ?? code})`));
-    proc.on('error', (err) => helper.lose(`helper error: ${err.message}`));
-    // A helper that stopped reading must not make writes pile up or throw.
-    proc.stdin!.on('error', (err) => helper.lose(`helper stdin: ${err.message}`));
+    proc.on('error', (err) => log.warn({ err }, 'spawn helper error'));
+    // The helper stopped reading: later starts go the in-process way (a request written now
+    // would go nowhere); those already written are answered, or given back at 'close'.
+    proc.stdin!.on('error', () => (helper.stdinBroken = true));
     // An idle helper does not keep the worker's process alive; one with tasks does (ref()).
     proc.unref();
     helper.ref();
@@ -397,7 +406,7 @@ export class SpawnHelper {
 
   /** Asks the helper to start a task. Never rejects. */
   launch(r: LaunchRequest): Promise<Launch> {
-    if (this.lostReason !== null || this.closed) return Promise.resolve({ kind: 'lost' });
+    if (this.lostReason !== null || this.closed || this.stdinBroken) return Promise.resolve({ kind: 'lost' });
     const id = String(this.nextId++);
     const env = Object.entries(r.env).filter((e): e is [string, string] => e[1] !== undefined).map(([k, v]) => `${k}=${v}`);
     const fields = [id, r.scratch, r.output, r.cwd, r.stdoutLog, r.stderrLog, r.file, String(r.args.length + 1), r.file, ...r.args, ...env];

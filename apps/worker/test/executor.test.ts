@@ -380,6 +380,44 @@ describe.each(['in-process', 'spawn helper'] as const)('forked %s', (mode) => {
       expect(report).toMatchObject({ exitCode: 0, stdoutTail: 'still-reported\n', error: null });
     });
 
+    it('survives a task that puts a FIFO at its own log\'s path: the log is lost, the tail and the other tasks are not', async () => {
+      const workDir = freshWorkDir('log-fifo');
+      const fifo = task({ shell: 'mkfifo "$(dirname "$(dirname "$PULLMAN_OUTPUT")")/logs/$PULLMAN_TASK_ID.$PULLMAN_ATTEMPT.stdout.log"; echo hi; sleep 1' }, { taskId: 'fifo' });
+      const first = await startExecution(fifo, options(workDir));
+      // A blocking open of that FIFO froze the helper (every task) or a thread-pool thread (this one).
+      const other = await (await startExecution(task({ shell: 'echo other' }, { taskId: 'other' }), options(workDir))).done;
+      expect(other).toMatchObject({ exitCode: 0, stdoutTail: 'other\n' });
+      expect(await first.done).toMatchObject({ exitCode: 0, stdoutTail: 'hi\n' });
+    });
+
+    it('keeps each task\'s output to its own log and tail when many print at once', async () => {
+      const workDir = freshWorkDir('logs-many');
+      const ts = Array.from({ length: 12 }, (_, i) => task({ shell: `for n in $(seq 1 300); do echo "task ${i} line $n"; echo "task ${i} err $n" >&2; done` }, { taskId: `many-${i}` }));
+      const reports = await Promise.all((await Promise.all(ts.map((t) => startExecution(t, options(workDir))))).map((e) => e.done));
+      reports.forEach((r, i) => {
+        const lines = (n: number, what: string) => Array.from({ length: n }, (_, k) => `task ${i} ${what} ${k + 1}\n`).join('');
+        expect(r.stdoutTail).toBe(lines(300, 'line'));
+        expect(r.stderrTail).toBe(lines(300, 'err'));
+        expect(readFileSync(attemptPaths(workDir, ts[i]!).stdoutLog, 'utf8')).toBe(lines(300, 'line'));
+      });
+    });
+
+    it('reports a task whose escaped descendant holds its output open, with what came in the first 2 s', async () => {
+      const workDir = freshWorkDir('escaped');
+      const pidFile = join(workDir, 'escaped.pid');
+      const t0 = Date.now();
+      // The task waits for the descendant to have left its group, or the group's kill at the exit could beat it.
+      const { report } = await run('escaped-run', { shell: `setsid sh -c 'echo $$ > ${pidFile}.tmp; mv ${pidFile}.tmp ${pidFile}; sleep 0.5; echo late; exec sleep 30' & until [ -s ${pidFile} ]; do sleep 0.01; done; echo main` });
+      const escaped = readPid(pidFile);
+      try {
+        expect(report).toMatchObject({ exitCode: 0, stdoutTail: 'main\nlate\n' });
+        // Reported, not waited for until the descendant ends (it sleeps 30 s).
+        expect(Date.now() - t0).toBeLessThan(20_000);
+      } finally {
+        process.kill(escaped, 'SIGKILL');
+      }
+    });
+
     it('cuts a multi-byte UTF-8 tail on a character boundary, without a replacement character', async () => {
       const { report } = await run('utf8', { command: [node, fixture('utf8-output.mjs')] });
       expect(report.exitCode).toBe(0);

@@ -143,6 +143,31 @@ describe('SpawnHelper', () => {
     expect(() => readFileSync(marker)).toThrow(/ENOENT/);
   });
 
+  it('reads every reply a helper sent before it died, even when a later request met a closed pipe', async () => {
+    // A stand-in that starts request 1, reports it done, and exits: its replies wait in the pipe
+    // while the worker is busy. A write after that fails (EPIPE), and used to drop them: the
+    // finished task was taken for lost, killed and run again.
+    const fake = join(freshWorkDir(), 'fake-perl');
+    writeFileSync(fake, '#!/bin/sh\necho R\nhead -c 1 >/dev/null\necho "S 1 $$"\necho "X 1 0 0 6869 -"\nexit 0\n');
+    chmodSync(fake, 0o755);
+    const helper = (await SpawnHelper.start(pino({ level: 'silent' }), fake))!;
+    const workDir = freshWorkDir();
+    const request = (name: string) => ({ file: 'true', args: [], cwd: workDir, env: {}, scratch: join(workDir, name), output: join(workDir, `${name}.json`), stdoutLog: join(workDir, `${name}.out`), stderrLog: join(workDir, `${name}.err`) });
+    const first = helper.launch(request('one'));
+    const until = Date.now() + 800;
+    while (Date.now() < until) {
+      // The worker's event loop, busy: the helper answers and exits meanwhile.
+    }
+    const second = helper.launch(request('two'));
+    const started = await first;
+    expect(started.kind).toBe('started');
+    expect(await (started as Extract<typeof started, { kind: 'started' }>).exit).toMatchObject({ kind: 'exited', code: 0, stdoutTail: Buffer.from('hi') });
+    // Written to a helper that was gone: unknown, so given back by the executor.
+    expect(await second).toEqual({ kind: 'vanished' });
+    // And from then on, nothing is written to it: starts go the worker's own way.
+    expect(await helper.launch(request('three'))).toEqual({ kind: 'lost' });
+  });
+
   it('keeps the worker\'s process alive while it has tasks, and only then', () => {
     // A script with nothing else to wait for: an unref'd helper let it end before the task did.
     const dist = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist');
