@@ -11,7 +11,7 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, constants as fsConstants, createWriteStream, fstatSync, openSync, type WriteStream } from 'node:fs';
-import { mkdir, readFile, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
@@ -181,7 +181,7 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
   if (helper) {
     const launch = await helper.launch({ file, args, cwd, env, scratch: paths.scratch, output: paths.output, stdoutLog: paths.stdoutLog, stderrLog: paths.stderrLog });
     if (launch.kind === 'started') return superviseHelped(attempt, launch);
-    if (launch.kind === 'vanished') return vanished(task, started);
+    if (launch.kind === 'vanished') return vanished(task, o.workerId, started);
     if (launch.kind === 'failed') {
       const message = launch.stage === 'chdir' ? `cwd ${cwd}: ${launch.errno}` : `cannot run ${JSON.stringify(file)}: ${launch.errno}`;
       return failedToStart(task, { code: 'SPAWN_FAILED', message }, started);
@@ -320,12 +320,33 @@ function superviseHelped(a: Attempt, launch: Extract<Launch, { kind: 'started' }
 const HELPER_LOST: ErrorInfo = { code: 'SPAWN_FAILED', message: 'the spawn helper died while the task ran; the task was stopped' };
 
 /**
- * A task whose start request went to a helper that then died: it may run, unseen. Given back
- * (stopReason 'lost'), never started again here: two copies could run at once.
+ * A task whose start request went to a helper that then died: it may run, unseen (the helper
+ * died between its fork and its answer). Such a process is found by its environment and killed
+ * with its group, and the task given back (stopReason 'lost'), never started again here: it
+ * would run twice.
  */
-function vanished(task: TaskAssignment, started: number): Execution {
+async function vanished(task: TaskAssignment, workerId: string, started: number): Promise<Execution> {
+  await killByEnvironment([`PULLMAN_TASK_ID=${task.taskId}`, `PULLMAN_ATTEMPT=${task.attempt}`, `PULLMAN_WORKER_ID=${workerId}`]);
   const e = failedToStart(task, { code: 'SPAWN_FAILED', message: 'the spawn helper died while starting the task' }, started);
   return { ...e, stopReason: 'lost' };
+}
+
+/** SIGKILLs every process (and its group) whose environment holds all of `entries`. Rare: reads all of /proc. */
+async function killByEnvironment(entries: readonly string[]): Promise<void> {
+  const pids = (await readdir('/proc').catch(() => [] as string[])).filter((n) => /^\d+$/.test(n)).map(Number);
+  await Promise.all(pids.map(async (pid) => {
+    const env = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '');
+    if (!env) return;
+    const vars = new Set(env.split('\0'));
+    if (!entries.every((e) => vars.has(e))) return;
+    for (const target of [-pid, pid]) {
+      try {
+        process.kill(target, 'SIGKILL');
+      } catch {
+        // gone, or not a group leader
+      }
+    }
+  }));
 }
 
 /** The worker forks the task itself: Node's spawn, stdout and stderr through pipes. */
@@ -404,21 +425,31 @@ function failedToStart(task: TaskAssignment, error: ErrorInfo, started: number):
  * JSON, or larger than 1 MiB, fails the attempt: the task promised a result and broke it.
  */
 async function readOutput(path: string): Promise<{ output: unknown; error: ErrorInfo | null }> {
-  let size: number;
+  const cannotRead = (err: unknown) => ({ output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` } });
+  // Opened once, without blocking, and checked on the open file: checked by path first, a
+  // FIFO swapped in before the read (by a descendant that left the task's group) blocked a
+  // thread-pool thread forever, and this result with it.
+  let file: FileHandle;
   try {
-    const s = await stat(path);
-    // A directory or a FIFO would make the read below throw or block forever.
-    if (!s.isFile()) return { output: null, error: { code: 'OUTPUT_INVALID', message: '$PULLMAN_OUTPUT is not a regular file' } };
-    size = s.size;
-  } catch {
-    return { output: null, error: null };
+    file = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' || code === 'ENOTDIR' ? { output: null, error: null } : cannotRead(err);
   }
-  if (size > MAX_OUTPUT_BYTES) return { output: null, error: { code: 'OUTPUT_TOO_LARGE', message: `$PULLMAN_OUTPUT is ${size} bytes; the limit is ${MAX_OUTPUT_BYTES}` } };
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    const s = await file.stat();
+    // A directory or a FIFO: nothing a task promised as its output.
+    if (!s.isFile()) return { output: null, error: { code: 'OUTPUT_INVALID', message: '$PULLMAN_OUTPUT is not a regular file' } };
+    if (s.size > MAX_OUTPUT_BYTES) return { output: null, error: { code: 'OUTPUT_TOO_LARGE', message: `$PULLMAN_OUTPUT is ${s.size} bytes; the limit is ${MAX_OUTPUT_BYTES}` } };
+    // What fstat saw, no more: a descendant still writing cannot grow it past the limit.
+    const buf = Buffer.alloc(s.size);
+    const { bytesRead } = await file.read(buf, 0, s.size, 0);
+    text = buf.subarray(0, bytesRead).toString('utf8');
   } catch (err) {
-    return { output: null, error: { code: 'OUTPUT_INVALID', message: `$PULLMAN_OUTPUT cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` } };
+    return cannotRead(err);
+  } finally {
+    await file.close().catch(() => {});
   }
   if (text.trim() === '') return { output: null, error: null };
   let output: unknown;

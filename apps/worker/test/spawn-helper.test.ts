@@ -143,6 +143,21 @@ describe('SpawnHelper', () => {
     expect(() => readFileSync(marker)).toThrow(/ENOENT/);
   });
 
+  it('dying between starting a task and saying so: the task\'s process is found by its environment and killed', async () => {
+    // A stand-in that starts a process the way the helper would (the task's environment, a
+    // session of its own, none of the helper's descriptors) and dies before answering.
+    const dir = freshWorkDir();
+    const pidFile = join(dir, 'started.pid');
+    const fake = join(dir, 'fake-perl');
+    writeFileSync(fake, `#!/bin/sh\necho R\nhead -c 1 >/dev/null\nPULLMAN_TASK_ID=vanish-1 PULLMAN_ATTEMPT=1 PULLMAN_WORKER_ID=w-vanish setsid sleep 300 </dev/null >/dev/null 2>&1 &\necho $! > ${pidFile}\nsleep 0.3\nexit 1\n`);
+    chmodSync(fake, 0o755);
+    const helper = (await SpawnHelper.start(pino({ level: 'silent' }), fake))!;
+    const exec = await startExecution(task({ command: ['sleep', '300'] }, 'vanish-1'), { workDir: freshWorkDir(), workerId: 'w-vanish', killGraceMs: 500, keepFailedScratch: false, helper });
+    expect(exec.stopReason).toBe('lost');
+    const stray = Number(readFileSync(pidFile, 'utf8'));
+    await vi.waitFor(() => expect(alive(stray)).toBe(false), { timeout: 10_000, interval: 50 });
+  });
+
   it('reads every reply a helper sent before it died, even when a later request met a closed pipe', async () => {
     // A stand-in that starts request 1, reports it done, and exits: its replies wait in the pipe
     // while the worker is busy. A write after that fails (EPIPE), and used to drop them: the
