@@ -380,7 +380,8 @@ export class SpawnHelper {
     // An idle helper does not keep the worker's process alive; one with tasks does (ref()).
     proc.unref();
     helper.ref();
-    log.debug({ pid: proc.pid }, 'spawn helper ready');
+    // Info, not debug: an operator reading the journal should see which way tasks start.
+    log.info({ pid: proc.pid }, 'spawn helper ready; tasks start through it');
     return helper;
   }
 

@@ -87,6 +87,7 @@ describe('SpawnHelper', () => {
   it('dying under a running task: the task is killed and reported lost, and later tasks are forked by the worker', async () => {
     const { log, lines } = capturingLogger();
     const helper = await startHelper(log);
+    expect(lines).toContainEqual(expect.objectContaining({ level: 30, pid: helper.pid, msg: 'spawn helper ready; tasks start through it' }));
     const workDir = freshWorkDir();
     const opts = { workDir, workerId: 'w', killGraceMs: 500, keepFailedScratch: false, helper };
     const exec = await startExecution(task({ shell: 'exec sleep 300' }), opts);
