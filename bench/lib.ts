@@ -51,21 +51,25 @@ export function procMem(pid: number): { rss: number; hwm: number } {
   return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
 }
 
-/** CPU seconds (user + system) a process has used so far. */
-export function procCpuSeconds(pid: number): number {
+/**
+ * CPU seconds from /proc/<pid>/stat: the process's own (utime + stime, fields 14 and 15), or
+ * with `children`, those of the children it waited for (cutime + cstime, 16 and 17: the tasks a
+ * worker ran).
+ */
+function statCpuSeconds(pid: number, children: boolean): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the ")" of the command name; utime and stime are fields 14 and 15.
+  // Fields after the ")" of the command name, which may itself hold spaces.
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const at = children ? 13 : 11;
   const CLK_TCK = 100; // Linux USER_HZ, fixed at 100 on every architecture Node runs on
-  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  return (Number(f[at]) + Number(f[at + 1])) / CLK_TCK;
 }
 
-/** CPU seconds of a process's waited-for children (cutime + cstime): the tasks a worker ran. */
-export function childCpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[13]) + Number(f[14])) / 100;
-}
+/** CPU seconds (user + system) a process has used so far. */
+export const procCpuSeconds = (pid: number): number => statCpuSeconds(pid, false);
+
+/** CPU seconds of a process's waited-for children: the tasks a worker ran. */
+export const childCpuSeconds = (pid: number): number => statCpuSeconds(pid, true);
 
 /** Pids of a process's live children (every thread's), from /proc. */
 export function liveChildren(pid: number): number[] {

@@ -33,6 +33,7 @@ import type { WorkerConfig } from './config.js';
 import { probeWorkDir, startExecution, type Execution, type StopReason } from './executor.js';
 import { startJanitor } from './janitor.js';
 import { Outbox, type PendingResult } from './outbox.js';
+import { environHas, killGroup } from './processes.js';
 import { ReportSender } from './sender.js';
 import { SpawnHelper } from './spawn-helper.js';
 
@@ -785,7 +786,7 @@ export class WorkerDaemon {
       const path = join(dir, name);
       try {
         const r = JSON.parse(await readFile(path, 'utf8')) as RunningRecord;
-        if (r.pid !== undefined && (await isOurTask(r.pid, r.taskId))) {
+        if (r.pid !== undefined && (await environHas(r.pid, [`PULLMAN_TASK_ID=${r.taskId}`]))) {
           killGroup(r.pid, 'SIGKILL');
           this.log.warn({ taskId: r.taskId, pid: r.pid }, 'killed a task left running by a previous worker process');
         }
@@ -796,25 +797,6 @@ export class WorkerDaemon {
       await rm(path, { force: true });
     }
     return out;
-  }
-}
-
-function killGroup(pid: number | undefined, signal: NodeJS.Signals): void {
-  if (pid === undefined) return;
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // already gone
-  }
-}
-
-/** True if `pid` still runs the task `taskId` (its environment says so); guards against pid reuse. */
-async function isOurTask(pid: number, taskId: string): Promise<boolean> {
-  try {
-    const env = await readFile(`/proc/${pid}/environ`, 'utf8');
-    return env.split('\0').includes(`PULLMAN_TASK_ID=${taskId}`);
-  } catch {
-    return false;
   }
 }
 

@@ -11,7 +11,7 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, constants as fsConstants, createWriteStream, fstatSync, openSync, type WriteStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rm, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rm, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
@@ -24,6 +24,7 @@ import {
   type ExecutionReport,
   type TaskAssignment,
 } from '@pullman/protocol';
+import { killByEnvironment, killGroup } from './processes.js';
 import type { Launch, SpawnHelper } from './spawn-helper.js';
 
 export interface ExecutorOptions {
@@ -153,8 +154,7 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
     PULLMAN_SCRATCH: paths.scratch,
   };
   const [file, args] = spec.shell !== undefined ? ['/bin/sh', ['-c', spec.shell]] : [spec.command![0]!, spec.command!.slice(1)];
-  // The helper takes no NUL (its wire separates fields with it); the spawn below fails such a task.
-  const helper = o.helper?.lost === null && !holdsNul([file, cwd, ...args, ...Object.entries(env).flat()]) ? o.helper : null;
+  const helper = o.helper ?? null;
   // The helper makes the attempt's files itself, with a few plain system calls; here each is a
   // thread-pool round trip. Without it, or when it could not (then the check here says why), here.
   if (!helper) {
@@ -186,8 +186,9 @@ export async function startExecution(task: TaskAssignment, o: ExecutorOptions): 
       const message = launch.stage === 'chdir' ? `cwd ${cwd}: ${launch.errno}` : `cannot run ${JSON.stringify(file)}: ${launch.errno}`;
       return failedToStart(task, { code: 'SPAWN_FAILED', message }, started);
     }
-    // Files it could not make (the check here tells whether the work dir is at fault), or a
-    // helper already gone: the worker forks the task itself.
+    // Declined (files it could not make, and the check here tells whether the work dir is at
+    // fault; or a NUL its wire cannot carry, which the spawn below fails), or a helper already
+    // gone: the worker forks the task itself.
     const workDirProblem = await prepareAttempt(o.workDir, paths);
     if (workDirProblem) return workDirFailure(task, workDirProblem);
   }
@@ -204,8 +205,6 @@ interface Attempt {
   started: number;
   timeoutMs: number | null;
 }
-
-const holdsNul = (values: readonly unknown[]): boolean => values.some((v) => typeof v === 'string' && v.includes('\0'));
 
 /**
  * The stop and timeout policy of one running task's process group, whoever forked it: SIGTERM
@@ -227,18 +226,12 @@ class GroupControl {
   }
 
   kill(signal: NodeJS.Signals): void {
-    if (this.pid === undefined) return;
-    try {
-      process.kill(-this.pid, signal);
-    } catch {
-      // ESRCH: the group is already gone.
-    }
+    killGroup(this.pid, signal);
   }
 
   stop(reason: StopReason): void {
     if (this.stopReason !== null || this.exited) return;
     this.stopReason = reason;
-    if (reason === 'lost') return this.kill('SIGKILL'); // nobody can report its exit any more
     this.kill('SIGTERM');
     this.killTimer = setTimeout(() => this.kill('SIGKILL'), this.killGraceMs);
     this.killTimer.unref();
@@ -275,7 +268,7 @@ async function finish(a: Attempt, control: GroupControl, end: { code: number | n
   const { paths, o } = a;
   const stopReason = control.stopReason;
   const durationMs = Math.round(performance.now() - a.started);
-  const { output, error: outputError } = end.spawnError || stopReason === 'lost' || !end.outputFile ? { output: null, error: null } : await readOutput(paths.output);
+  const { output, error: outputError } = end.spawnError || !end.outputFile ? { output: null, error: null } : await readOutput(paths.output);
   const report: ExecutionReport = {
     exitCode: end.spawnError ? null : end.code,
     signal: end.signal,
@@ -306,7 +299,8 @@ function superviseHelped(a: Attempt, launch: Extract<Launch, { kind: 'started' }
   const control = new GroupControl(launch.pid, a.o.killGraceMs, a.timeoutMs);
   const done = launch.exit.then((exit) => {
     if (exit.kind === 'lost') {
-      control.stop('lost');
+      // Nobody can report its exit any more: no SIGTERM and grace, exit() kills the group now.
+      control.stopReason ??= 'lost';
       control.exit();
       return finish(a, control, { code: null, signal: null, spawnError: HELPER_LOST, stdoutTail: '', stderrTail: '', outputFile: true });
     }
@@ -329,24 +323,6 @@ async function vanished(task: TaskAssignment, workerId: string, started: number)
   await killByEnvironment([`PULLMAN_TASK_ID=${task.taskId}`, `PULLMAN_ATTEMPT=${task.attempt}`, `PULLMAN_WORKER_ID=${workerId}`]);
   const e = failedToStart(task, { code: 'SPAWN_FAILED', message: 'the spawn helper died while starting the task' }, started);
   return { ...e, stopReason: 'lost' };
-}
-
-/** SIGKILLs every process (and its group) whose environment holds all of `entries`. Rare: reads all of /proc. */
-async function killByEnvironment(entries: readonly string[]): Promise<void> {
-  const pids = (await readdir('/proc').catch(() => [] as string[])).filter((n) => /^\d+$/.test(n)).map(Number);
-  await Promise.all(pids.map(async (pid) => {
-    const env = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '');
-    if (!env) return;
-    const vars = new Set(env.split('\0'));
-    if (!entries.every((e) => vars.has(e))) return;
-    for (const target of [-pid, pid]) {
-      try {
-        process.kill(target, 'SIGKILL');
-      } catch {
-        // gone, or not a group leader
-      }
-    }
-  }));
 }
 
 /** The worker forks the task itself: Node's spawn, stdout and stderr through pipes. */

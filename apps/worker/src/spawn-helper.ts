@@ -279,8 +279,11 @@ export type Launch =
   | { kind: 'started'; pid: number; exit: Promise<HelperExit> }
   /** The task could not start: `errno` names the error (ENOENT...), `stage` what failed. */
   | { kind: 'failed'; errno: string; stage: string }
-  /** The attempt's files could not be made (`errno` says why): the caller starts the task another way. */
-  | { kind: 'unprepared'; errno: string }
+  /**
+   * Not started: the attempt's files could not be made, or a field holds a NUL (the wire's
+   * separator; exec could not take one either). The caller starts the task another way.
+   */
+  | { kind: 'declined' }
   /** The helper was gone before the request went out: the caller starts the task another way. */
   | { kind: 'lost' }
   /**
@@ -411,6 +414,7 @@ export class SpawnHelper {
     const id = String(this.nextId++);
     const env = Object.entries(r.env).filter((e): e is [string, string] => e[1] !== undefined).map(([k, v]) => `${k}=${v}`);
     const fields = [id, r.scratch, r.output, r.cwd, r.stdoutLog, r.stderrLog, r.file, String(r.args.length + 1), r.file, ...r.args, ...env];
+    if (fields.some((f) => f.includes('\0'))) return Promise.resolve({ kind: 'declined' });
     const launched = new Promise<Launch>((resolve) => this.starting.set(id, resolve));
     this.ref();
     this.proc.stdin!.write(`${fields.length}\0${fields.join('\0')}\0`);
@@ -438,7 +442,7 @@ export class SpawnHelper {
     } else if (kind === 'F') {
       this.settleStart(id!, { kind: 'failed', errno: errnoName(a!), stage: b! });
     } else if (kind === 'P') {
-      this.settleStart(id!, { kind: 'unprepared', errno: errnoName(a!) });
+      this.settleStart(id!, { kind: 'declined' });
     } else if (kind === 'X') {
       const resolve = this.running.get(id!);
       this.running.delete(id!);

@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { MAX_JSON_DEPTH, type TaskAssignment, type TaskSpec } from '@pullman/protocol';
 import { attemptPaths, probeWorkDir, startExecution, type ExecutorOptions } from '../src/executor.js';
 import { SpawnHelper } from '../src/spawn-helper.js';
+import { alive, expectGone } from './procs.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const fixture = (name: string): string => join(FIXTURES, name);
@@ -41,30 +42,6 @@ async function run(name: string, spec: TaskSpec, over: Partial<ExecutorOptions> 
   const exec = await startExecution(t, options(workDir, over));
   const report = await exec.done;
   return { workDir, task: t, exec, report, paths: attemptPaths(workDir, t) };
-}
-
-/**
- * Whether a process still exists. A zombie counts as gone: it no longer runs, and in some
- * containers PID 1 never reaps the orphans it inherits.
- */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
-    throw err;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false; // gone between the two checks
-  }
-}
-
-async function expectGone(pid: number): Promise<void> {
-  await vi.waitFor(() => expect(alive(pid)).toBe(false), { timeout: 10_000, interval: 50 });
 }
 
 const readPid = (file: string): number => {

@@ -9,10 +9,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { TaskAssignment, TaskSpec } from '@pullman/protocol';
 import { startExecution } from '../src/executor.js';
 import { SpawnHelper } from '../src/spawn-helper.js';
+import { alive, expectGone, parentOf, procStat } from './procs.js';
 
 const cleanups: Array<() => void> = [];
 afterEach(() => {
@@ -46,22 +47,6 @@ async function startHelper(log: Logger = pino({ level: 'silent' })): Promise<Spa
 
 const task = (spec: TaskSpec, taskId = 'task-1'): TaskAssignment => ({ taskId, jobId: 'job-1', key: null, attempt: 1, leaseId: 'L', spec });
 
-/** A process's state letter from /proc, or null once it is gone (a zombie counts as gone). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
-
-const parentOf = (pid: number): number => {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-};
-
 describe('SpawnHelper', () => {
   it('is null, with a warning saying why, when perl cannot run or exits at once', async () => {
     for (const [perl, why] of [['/nonexistent/perl', 'cannot run /nonexistent/perl: ENOENT'], ['false', 'false exited (1) before it was ready']] as const) {
@@ -77,7 +62,7 @@ describe('SpawnHelper', () => {
     const pid = exec.pid!;
     expect(parentOf(pid)).toBe(helper.pid);
     // The process group and the session are the task's own (setsid), as with Node's detached.
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    const fields = procStat(pid);
     expect(Number(fields[2])).toBe(pid); // pgrp
     expect(Number(fields[3])).toBe(pid); // session
     exec.stop('cancel');
@@ -98,7 +83,7 @@ describe('SpawnHelper', () => {
     const report = await exec.done;
     expect(exec.stopReason).toBe('lost');
     expect(report.error).toMatchObject({ code: 'SPAWN_FAILED', message: 'the spawn helper died while the task ran; the task was stopped' });
-    await vi.waitFor(() => expect(alive(pid)).toBe(false), { timeout: 10_000, interval: 50 });
+    await expectGone(pid);
     expect(helper.lost).toMatch(/^helper exited \(SIGKILL\)$/);
     expect(lines).toContainEqual(expect.objectContaining({ level: 50, msg: expect.stringContaining('spawn helper lost'), running: 1 }));
 
@@ -156,7 +141,7 @@ describe('SpawnHelper', () => {
     const exec = await startExecution(task({ command: ['sleep', '300'] }, 'vanish-1'), { workDir: freshWorkDir(), workerId: 'w-vanish', killGraceMs: 500, keepFailedScratch: false, helper });
     expect(exec.stopReason).toBe('lost');
     const stray = Number(readFileSync(pidFile, 'utf8'));
-    await vi.waitFor(() => expect(alive(stray)).toBe(false), { timeout: 10_000, interval: 50 });
+    await expectGone(stray);
   });
 
   it('reads every reply a helper sent before it died, even when a later request met a closed pipe', async () => {
@@ -212,7 +197,7 @@ describe('SpawnHelper', () => {
       }
     });
     helper.close();
-    await vi.waitFor(() => expect(alive(helper.pid)).toBe(false), { timeout: 10_000, interval: 50 });
+    await expectGone(helper.pid);
     // As after a crash of a worker that forked it: the next worker start reaps it (reapOrphans).
     expect(alive(pid)).toBe(true);
   });
