@@ -269,31 +269,28 @@ function plan(smoke: boolean, vs: string | null): Measurement[] {
         { id: 'local-fork-server', fn: 'fork-server', params: { tasks: S(2_000, 50) } },
       ],
       rows: (r) => {
+        // Every rate row is read against xargs' rate in the same repetitions.
+        const vsXargs = (id: string, figure: string, target: string, met: boolean | null): Row => ({
+          measurement: '5. local', figure, value: r.get(id, 'tasksPerSec'), unit: 'tasks/s',
+          reference: `xargs -P${r.get('local-xargs', 'slots')} -n1 true`, referenceValue: r.get('local-xargs', 'tasksPerSec'), referenceUnit: 'tasks/s',
+          ratio: r.ratio([id, 'tasksPerSec'], ['local-xargs', 'tasksPerSec']), target, met,
+        });
         const ratio = r.ratio(['local-worker', 'tasksPerSec'], ['local-xargs', 'tasksPerSec']);
         const cpuAll = r.get('local-worker', 'workerCpuMsPerTask') + r.get('local-worker', 'taskCpuMsPerTask') + r.get('local-worker', 'managerCpuMsPerTask');
-        return [{
-          measurement: '5. local', figure: `${fmt(S(2_000, 50))} \`true\` tasks, 1 real worker, slots = ${r.get('local-worker', 'slots')}`, value: r.get('local-worker', 'tasksPerSec'), unit: 'tasks/s',
-          reference: `xargs -P${r.get('local-xargs', 'slots')} -n1 true`, referenceValue: r.get('local-xargs', 'tasksPerSec'), referenceUnit: 'tasks/s', ratio, target: '≥ 0.7 × xargs', met: ratio >= 0.7,
-        }, {
-          measurement: '5. local', figure: 'the same worker forking its tasks itself (`PULLMAN_SPAWN_HELPER=off`)', value: r.get('local-worker-forking', 'tasksPerSec'), unit: 'tasks/s',
-          reference: `xargs -P${r.get('local-xargs', 'slots')} -n1 true`, referenceValue: r.get('local-xargs', 'tasksPerSec'), referenceUnit: 'tasks/s',
-          ratio: r.ratio(['local-worker-forking', 'tasksPerSec'], ['local-xargs', 'tasksPerSec']), target: '— (without the spawn helper)', met: null,
-        }, {
-          measurement: '5. local', figure: 'bare Node.js spawn of `true` (piped, detached), same slots: the floor for a Node worker', value: r.get('local-node-spawn', 'tasksPerSec'), unit: 'tasks/s',
-          reference: `xargs -P${r.get('local-xargs', 'slots')} -n1 true`, referenceValue: r.get('local-xargs', 'tasksPerSec'), referenceUnit: 'tasks/s',
-          ratio: r.ratio(['local-node-spawn', 'tasksPerSec'], ['local-xargs', 'tasksPerSec']), target: '— (shows what is reachable)', met: null,
-        }, {
-          measurement: '5. local', figure: 'a minimal fork server (`bench/fork-server.pl`) starting `true` for a Node client, same slots, nothing else: the floor for a worker that spawns through a helper', value: r.get('local-fork-server', 'tasksPerSec'), unit: 'tasks/s',
-          reference: `xargs -P${r.get('local-xargs', 'slots')} -n1 true`, referenceValue: r.get('local-xargs', 'tasksPerSec'), referenceUnit: 'tasks/s',
-          ratio: r.ratio(['local-fork-server', 'tasksPerSec'], ['local-xargs', 'tasksPerSec']), target: '— (≥ 0.7 if a helper could reach the target)', met: null,
-        }, {
-          // The budget: xargs keeps both cores busy, so 0.7 x its rate leaves 1/0.7 of its CPU per
-          // task for everything: the task, the worker and the manager together.
-          measurement: '5. local', figure: `CPU per task of the local-worker run: worker and spawn helper ${r.get('local-worker', 'workerCpuMsPerTask').toFixed(2)} ms + the \`true\` they ran ${r.get('local-worker', 'taskCpuMsPerTask').toFixed(2)} ms + manager ${r.get('local-worker', 'managerCpuMsPerTask').toFixed(2)} ms`,
-          value: cpuAll, unit: 'ms CPU',
-          reference: 'xargs, its shell and its `true`s, per task', referenceValue: r.get('local-xargs', 'cpuMsPerTask'), referenceUnit: 'ms CPU',
-          ratio: cpuAll / r.get('local-xargs', 'cpuMsPerTask'), target: '≤ 1.43 × (what 0.7 × xargs leaves)', met: cpuAll / r.get('local-xargs', 'cpuMsPerTask') <= 1 / 0.7,
-        }];
+        return [
+          vsXargs('local-worker', `${fmt(S(2_000, 50))} \`true\` tasks, 1 real worker, slots = ${r.get('local-worker', 'slots')}`, '≥ 0.7 × xargs', ratio >= 0.7),
+          vsXargs('local-worker-forking', 'the same worker forking its tasks itself (`PULLMAN_SPAWN_HELPER=off`)', '— (without the spawn helper)', null),
+          vsXargs('local-node-spawn', 'bare Node.js spawn of `true` (piped, detached), same slots: the floor for a Node worker', '— (shows what is reachable)', null),
+          vsXargs('local-fork-server', 'a minimal fork server (`bench/fork-server.pl`) starting `true` for a Node client, same slots, nothing else: the floor for a worker that spawns through a helper', '— (≥ 0.7 if a helper could reach the target)', null),
+          {
+            // The budget: xargs keeps both cores busy, so 0.7 x its rate leaves 1/0.7 of its CPU per
+            // task for everything: the task, the worker and the manager together.
+            measurement: '5. local', figure: `CPU per task of the local-worker run: worker and spawn helper ${r.get('local-worker', 'workerCpuMsPerTask').toFixed(2)} ms + the \`true\` they ran ${r.get('local-worker', 'taskCpuMsPerTask').toFixed(2)} ms + manager ${r.get('local-worker', 'managerCpuMsPerTask').toFixed(2)} ms`,
+            value: cpuAll, unit: 'ms CPU',
+            reference: 'xargs, its shell and its `true`s, per task', referenceValue: r.get('local-xargs', 'cpuMsPerTask'), referenceUnit: 'ms CPU',
+            ratio: cpuAll / r.get('local-xargs', 'cpuMsPerTask'), target: '≤ 1.43 × (what 0.7 × xargs leaves)', met: cpuAll / r.get('local-xargs', 'cpuMsPerTask') <= 1 / 0.7,
+          },
+        ];
       },
     },
     {

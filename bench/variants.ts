@@ -442,7 +442,7 @@ async function local(p: Params): Promise<Figures> {
     await waitUntil(300_000, `job of ${tasks} true tasks done (worker stderr: ${err})`, async () => {
       state = (await api<{ state: string }>(m, 'GET', `/v1/jobs/${job.id}`)).state;
       return state !== 'active';
-    }, num(p, 'pollMs', 10));
+    }, 10);
     const seconds = (performance.now() - t0) / 1000;
     if (state !== 'succeeded') throw new Error(`local job ended ${state}`);
     // Where each task's CPU goes, against xargs' whole cost per task (the budget the target
