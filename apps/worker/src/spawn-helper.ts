@@ -69,6 +69,7 @@ my $sel = IO::Select->new(\*STDIN, $wake_r);
 my %tasks;    # id => { pid, status, reaped, output, streams => [stdout, stderr] }
 my %by_pid;   # pid => id
 my %by_fd;    # fileno of a pipe => [id, 0 (stdout) or 1 (stderr)]
+my %reaped;   # ids of tasks that exited and are not reported yet (report() looks at these only)
 my $buf = '';
 print "R\n";
 
@@ -230,6 +231,7 @@ sub reap {
     next if !defined $id;
     $tasks{$id}{status} = $?;
     $tasks{$id}{reaped} = time;
+    $reaped{$id} = 1;
     # Anything the task left running in its group goes with it (as the worker does in-process),
     # so its pipes close now rather than at the grace's end.
     kill 'KILL', -$pid;
@@ -240,9 +242,8 @@ sub reap {
 # left an output file (lstat: a FIFO must not be opened here), and the two tails in hex.
 sub report {
   my $now = time;
-  for my $id (keys %tasks) {
+  for my $id (keys %reaped) {
     my $t = $tasks{$id};
-    next if !defined $t->{status};
     my @open = grep { $_->{fh} } @{$t->{streams}};
     next if @open && $now - $t->{reaped} < $GRACE;
     close_stream($_) for @open;
@@ -250,6 +251,7 @@ sub report {
     my @tails = map { length $_->{tail} ? unpack('H*', $_->{tail}) : '-' } @{$t->{streams}};
     print "X $id $t->{status} $output $tails[0] $tails[1]\n";
     delete $tasks{$id};
+    delete $reaped{$id};
   }
 }
 
