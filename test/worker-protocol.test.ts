@@ -5,10 +5,11 @@
  * messages. Either way the freed slots follow in one `pull`, and every acked result leaves the
  * outbox.
  */
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PROTOCOL_VERSION, sendFrames } from '@pullman/protocol';
+import { pendingInOutbox } from '@pullman/worker';
 import { tempDir, until } from './harness.js';
 import { killAllProcs, startWorker } from './support/procs.js';
 import type { WebSocket } from 'ws';
@@ -36,7 +37,8 @@ async function run(welcomeProtocol: number): Promise<{ hello: Frame; frames: Fra
     if (entries.length > 0) ws.send(JSON.stringify({ type: 'acks', acks: entries.map((e) => ({ taskId: e.taskId, leaseId: e.leaseId, status: 'recorded' })) }));
   });
 
-  // Three results a previous run of this worker left in its outbox.
+  // Three results a previous run of this worker left in its outbox, one file each as releases
+  // before the journal wrote them (outbox.ts folds them in).
   const workDir = tempDir('wrk-protocol');
   mkdirSync(join(workDir, 'outbox'), { recursive: true });
   for (const n of [1, 2, 3]) {
@@ -44,7 +46,7 @@ async function run(welcomeProtocol: number): Promise<{ hello: Frame; frames: Fra
   }
   startWorker(m, { name: 'protocol', slots: 2, workDir });
   await until('results and credits sent', () => (frames.some((f) => f.type === 'pull') ? true : undefined), 60_000, 50);
-  await until('the outbox emptied', () => (readdirSync(join(workDir, 'outbox')).length === 0 ? true : undefined), 30_000, 50);
+  await until('the outbox emptied', async () => ((await pendingInOutbox(workDir)).length === 0 ? true : undefined), 30_000, 50);
   return { hello: hello!, frames, workDir };
 }
 

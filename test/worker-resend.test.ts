@@ -9,9 +9,15 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { WebSocket } from 'ws';
+import { pendingInOutbox } from '@pullman/worker';
 import { tempDir, until } from './harness.js';
 import { killAllProcs, startWorker } from './support/procs.js';
 import { closeScriptedManagers, startScriptedManager, welcome, type Frame } from './support/scripted-manager.js';
+
+function failOutboxWrites(workDir: string): void {
+  rmSync(join(workDir, 'outbox', 'journal'));
+  mkdirSync(join(workDir, 'outbox', 'journal'));
+}
 
 afterEach(async () => {
   await killAllProcs();
@@ -41,7 +47,7 @@ describe('worker after a non-fatal manager error', () => {
     expect(results[1]).toMatchObject({ taskId: 'task-1', leaseId: 'lease-1', report: { exitCode: 0 } });
     expect(m.sessions).toBe(1); // the same session, no reconnect needed
     expect(frames).toEqual([protocol === 1 ? 'result' : 'results', protocol === 1 ? 'result' : 'results']);
-    await until('the outbox emptied', () => (readdirSync(join(w.workDir, 'outbox')).filter((f) => !f.startsWith('.')).length === 0 ? true : undefined), 30_000, 50);
+    await until('the outbox emptied', async () => ((await pendingInOutbox(w.workDir)).length === 0 ? true : undefined), 30_000, 50);
     expect(w.proc.exitCode).toBeNull();
   });
 });
@@ -68,8 +74,9 @@ describe('worker after a reconnect', () => {
     const w = startWorker(m, { name: 'between', slots: 1 });
     const running = () => readdirSync(join(w.workDir, 'running'));
     await until('the task running', () => (running().length === 1 ? true : undefined), 30_000, 20);
-    // The result's place in the outbox is a directory: its write fails at the rename.
-    mkdirSync(join(w.workDir, 'outbox', 'task-9.lease-9.json'));
+    // The journal's name is a directory now: the outbox sees its file gone, makes it again,
+    // and the rename onto a directory fails, so the result's write does.
+    failOutboxWrites(w.workDir);
     await w.waitForLog((l) => l.msg === 'task started', 'task start');
     // Drop the session; the worker reconnects, and its second hello waits unanswered.
     for (const client of m.clients()) client.terminate();
@@ -106,8 +113,9 @@ describe('worker after a reconnect, with a result sent but not acked', () => {
     });
     const w = startWorker(m, { name: 'unacked', slots: 1 });
     await until('the first pull (the outbox has been read)', () => (first ? true : undefined), 30_000, 20);
-    // The result's place in the outbox is a directory: its write fails at the rename.
-    mkdirSync(join(w.workDir, 'outbox', 'task-7.lease-7.json'));
+    // The journal's name is a directory now: the outbox sees its file gone, makes it again,
+    // and the rename onto a directory fails, so the result's write does.
+    failOutboxWrites(w.workDir);
     first!.send(JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-7', jobId: 'job-1', key: null, attempt: 1, leaseId: 'lease-7', spec: { command: ['true'] } }] }));
     await until('the result sent on the first session', () => (results.length === 1 ? true : undefined), 30_000, 20);
     await until('its outbox write failed', () => (w.logs.some((l) => l.msg?.startsWith('result not written to the outbox')) ? true : undefined), 30_000, 20);
@@ -135,8 +143,10 @@ describe('worker running the retry of a task it just reported', () => {
     const workDir = w.workDir;
     await until('the first pull (the outbox has been read)', () => (session ? true : undefined), 30_000, 20);
     // The first run's outbox write blocks on a FIFO until the test reads it: the write is
-    // still going when the retry starts.
-    const fifo = join(workDir, 'outbox', 'task-5.lease-a.json.tmp');
+    // still going when the retry starts. (With the journal gone from its path, the outbox makes
+    // it again through journal.new, which the FIFO stands in for.)
+    rmSync(join(workDir, 'outbox', 'journal'));
+    const fifo = join(workDir, 'outbox', 'journal.new');
     execFileSync('mkfifo', [fifo]);
     session!.send(JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-5', jobId: 'job-1', key: null, attempt: 1, leaseId: 'lease-a', spec: { shell: 'exit 3' } }] }));
     const records = () => readdirSync(join(workDir, 'running')).map((f) => (JSON.parse(readFileSync(join(workDir, 'running', f), 'utf8')) as { leaseId: string }).leaseId);

@@ -1,12 +1,16 @@
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ExecutionReport } from '@pullman/protocol';
-import { Outbox, type PendingResult } from '../src/outbox.js';
+import { Outbox, pendingInOutbox, type PendingResult } from '../src/outbox.js';
 
 const workDirs: string[] = [];
-afterEach(() => {
+const opened: Outbox[] = [];
+afterEach(async () => {
+  for (const o of opened.splice(0)) await o.close();
   for (const dir of workDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -19,6 +23,7 @@ function freshWorkDir(name: string): string {
 async function openOutbox(workDir: string): Promise<Outbox> {
   const outbox = new Outbox(workDir);
   await outbox.open();
+  opened.push(outbox);
   return outbox;
 }
 
@@ -83,23 +88,103 @@ describe('Outbox', () => {
     expect(await outbox.pending()).toEqual([kept]);
   });
 
-  it('leaves no temp file behind and writes the file private to the owner', async () => {
+  it('keeps one journal, private to the owner, and no temp file', async () => {
     const outbox = await openOutbox(freshWorkDir('files'));
     await outbox.put(result('task-5', 'lease-5'));
-    const names = readdirSync(outbox.dir);
-    expect(names).toEqual(['task-5.lease-5.json']);
-    expect(statSync(join(outbox.dir, names[0]!)).mode & 0o077).toBe(0);
+    await outbox.remove('task-5', 'lease-5');
+    await outbox.put(result('task-6', 'lease-6'));
+    expect(readdirSync(outbox.dir)).toEqual(['journal']);
+    expect(statSync(join(outbox.dir, 'journal')).mode & 0o077).toBe(0);
   });
 
-  it('ignores and deletes leftover .tmp files (torn writes)', async () => {
-    const outbox = await openOutbox(freshWorkDir('tmp'));
+  it('skips a torn last line (a crash mid-write) and removes what a crash left of a compaction or an older release', async () => {
+    const workDir = freshWorkDir('torn');
     const good = result('task-6', 'lease-6');
-    await outbox.put(good);
-    const torn = join(outbox.dir, 'task-7.lease-7.json.tmp');
-    writeFileSync(torn, '{"taskId":"task-7","lea');
-    expect(await outbox.pending()).toEqual([good]);
-    expect(existsSync(torn)).toBe(false);
-    expect(readdirSync(outbox.dir)).toEqual(['task-6.lease-6.json']);
+    await (await openOutbox(workDir)).put(good);
+    const dir = join(workDir, 'outbox');
+    appendFileSync(join(dir, 'journal'), 'P {"taskId":"task-7","lea');
+    writeFileSync(join(dir, 'journal.new'), 'P {}\n');
+    writeFileSync(join(dir, 'task-8.lease-8.json.tmp'), '{"taskId":"task-8","lea');
+    // Looking in from outside changes nothing.
+    expect(await pendingInOutbox(workDir)).toEqual([good]);
+    expect(readdirSync(dir).sort()).toEqual(['journal', 'journal.new', 'task-8.lease-8.json.tmp']);
+    const reopened = await openOutbox(workDir);
+    expect(await reopened.pending()).toEqual([good]);
+    expect(readdirSync(dir)).toEqual(['journal']);
+  });
+
+  it('skips a line that does not parse, and keeps the journal as it was for a human', async () => {
+    const workDir = freshWorkDir('corrupt');
+    const a = result('task-11', 'lease-11');
+    const b = result('task-12', 'lease-12');
+    const outbox = await openOutbox(workDir);
+    await outbox.put(a);
+    const journal = join(outbox.dir, 'journal');
+    appendFileSync(journal, 'this is {not json\n');
+    appendFileSync(journal, `P ${JSON.stringify(b)}\n`);
+    const before = readFileSync(journal, 'utf8');
+    expect(await (await openOutbox(workDir)).pending()).toEqual([a, b]);
+    const kept = readdirSync(outbox.dir).filter((n) => n.startsWith('journal.corrupt-'));
+    expect(kept).toHaveLength(1);
+    expect(readFileSync(join(outbox.dir, kept[0]!), 'utf8')).toBe(before);
+    // The journal itself holds only what is pending now.
+    expect(await (await openOutbox(workDir)).pending()).toEqual([a, b]);
+  });
+
+  it('folds results an older release left as one file each into the journal, and deletes the files', async () => {
+    const workDir = freshWorkDir('legacy');
+    const dir = join(workDir, 'outbox');
+    mkdirSync(dir, { recursive: true });
+    const old = result('task-20', 'lease-20', { exitCode: 4 });
+    writeFileSync(join(dir, 'task-20.lease-20.json'), JSON.stringify(old));
+    writeFileSync(join(dir, 'task-21.lease-21.json'), 'this is {not json');
+    const outbox = await openOutbox(workDir);
+    expect(await outbox.pending()).toEqual([old]);
+    expect(readdirSync(dir).sort()).toEqual(['journal', 'task-21.lease-21.json.corrupt']);
+    expect(await (await openOutbox(workDir)).pending()).toEqual([old]);
+  });
+
+  it('makes the journal again when the outbox dir was removed under it, instead of writing to a file no name reaches', async () => {
+    const workDir = freshWorkDir('replaced');
+    const outbox = await openOutbox(workDir);
+    const a = result('task-30', 'lease-30');
+    await outbox.put(a);
+    rmSync(outbox.dir, { recursive: true });
+    // Appended to the open journal, it would be acknowledged and gone at the next start.
+    const b = result('task-31', 'lease-31');
+    await outbox.put(b);
+    expect(await pendingInOutbox(workDir)).toEqual([a, b]);
+    // Replaced by a file (disk trouble): the put fails (and the daemon says so).
+    rmSync(outbox.dir, { recursive: true });
+    writeFileSync(outbox.dir, '');
+    await expect(outbox.put(result('task-32', 'lease-32'))).rejects.toThrow(/EEXIST|ENOTDIR/);
+    rmSync(outbox.dir);
+    const d = result('task-33', 'lease-33');
+    await outbox.put(d);
+    // Made again with every result not yet acked, the failed one's too.
+    expect(await (await openOutbox(workDir)).pending()).toEqual([a, b, result('task-32', 'lease-32'), d]);
+  });
+
+  it('after a write that failed half-way, never glues the next line to the torn one', () => {
+    // A real short write: a file size limit of 4 KiB (SIGXFSZ ignored, so the write fails with
+    // EFBIG). Appended after the torn part, the next put was lost at the next start.
+    const workDir = freshWorkDir('short-write');
+    const outboxJs = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'outbox.js');
+    const script = `
+      const { Outbox } = await import(${JSON.stringify(outboxJs)});
+      const o = new Outbox(process.argv[1]);
+      await o.open();
+      const r = (id, tail) => ({ taskId: id, leaseId: 'L', report: { exitCode: 0, signal: null, timedOut: false, cancelled: false, durationMs: 1, stdoutTail: tail, stderrTail: '', output: null, error: null } });
+      await o.put(r('small', 'a'));
+      const big = await o.put(r('big', 'x'.repeat(20000))).then(() => 'stored', (e) => e.code);
+      await o.remove('big', 'L'); // acked by the manager all the same
+      await o.put(r('after', 'b'));
+      console.log(big);
+    `;
+    const run = spawnSync('sh', ['-c', 'trap "" XFSZ; ulimit -f 8; exec "$0" --input-type=module -e "$1" "$2"', process.execPath, script, workDir], { encoding: 'utf8', timeout: 30_000 });
+    expect(run.stderr).toBe('');
+    expect(run.stdout.trim()).toBe('EFBIG');
+    return openOutbox(workDir).then(async (o) => expect((await o.pending()).map((p) => p.taskId)).toEqual(['small', 'after']));
   });
 
   it('survives re-instantiation: a new Outbox on the same work dir sees the results', async () => {
@@ -118,20 +203,5 @@ describe('Outbox', () => {
 
     await after.remove('task-8', 'lease-8');
     expect(await (await openOutbox(workDir)).pending()).toEqual([b]);
-  });
-
-  it('renames a corrupt file to .corrupt and skips it', async () => {
-    const outbox = await openOutbox(freshWorkDir('corrupt'));
-    const good = result('task-11', 'lease-11');
-    await outbox.put(good);
-    const corrupt = join(outbox.dir, 'task-12.lease-12.json');
-    writeFileSync(corrupt, 'this is {not json');
-
-    expect(await outbox.pending()).toEqual([good]);
-    expect(existsSync(corrupt)).toBe(false);
-    expect(existsSync(`${corrupt}.corrupt`)).toBe(true);
-    // Stays skipped, and kept for a human.
-    expect(await outbox.pending()).toEqual([good]);
-    expect(readdirSync(outbox.dir).sort()).toEqual(['task-11.lease-11.json', 'task-12.lease-12.json.corrupt']);
   });
 });
