@@ -125,38 +125,32 @@ describe('worker after a reconnect, with a result sent but not acked', () => {
   });
 });
 
-describe('worker running the retry of a task it just reported', () => {
-  it('keeps the new run\'s record while the old run\'s outbox write is still going', async () => {
+describe('worker running a task again under a new lease while the old run ends', () => {
+  it('keeps the new run\'s record when the old run\'s goes', async () => {
+    const dir = tempDir('two-leases');
+    const go = join(dir, 'go');
     let session: WebSocket | null = null;
     const m = await startScriptedManager((ws, msg) => {
-      if (msg.type === 'hello') {
-        ws.send(welcome(2));
-      } else if (msg.type === 'pull' && !session) {
-        session = ws; // the task follows once the test has set its trap
-      } else if (msg.type === 'results') {
-        // The failure is requeued and comes straight back, as the manager's claim does it.
-        ws.send(JSON.stringify({ type: 'acks', acks: [{ taskId: 'task-5', leaseId: 'lease-a', status: 'recorded' }] }));
-        ws.send(JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-5', jobId: 'job-1', key: null, attempt: 2, leaseId: 'lease-b', spec: { command: ['sleep', '300'] } }] }));
-      }
+      if (msg.type === 'hello') ws.send(welcome(2));
+      else if (msg.type === 'pull' && !session) session = ws;
     });
-    const w = startWorker(m, { name: 'retry', slots: 1 });
+    const w = startWorker(m, { name: 'two-leases', slots: 2 });
     const workDir = w.workDir;
-    await until('the first pull (the outbox has been read)', () => (session ? true : undefined), 30_000, 20);
-    // The first run's outbox write blocks on a FIFO until the test reads it: the write is
-    // still going when the retry starts. (With the journal gone from its path, the outbox makes
-    // it again through journal.new, which the FIFO stands in for.)
-    rmSync(join(workDir, 'outbox', 'journal'));
-    const fifo = join(workDir, 'outbox', 'journal.new');
-    execFileSync('mkfifo', [fifo]);
-    session!.send(JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-5', jobId: 'job-1', key: null, attempt: 1, leaseId: 'lease-a', spec: { shell: 'exit 3' } }] }));
-    const records = () => readdirSync(join(workDir, 'running')).map((f) => (JSON.parse(readFileSync(join(workDir, 'running', f), 'utf8')) as { leaseId: string }).leaseId);
-    await until('the retry running', () => (records().includes('lease-b') ? true : undefined), 30_000, 20);
-    const before = records().length;
-    readFileSync(fifo); // lets the first run's write through (and sees it end)
-    // The first run's record goes once its write has ended: one record fewer.
-    await until('the first run done with', () => (records().length < before ? true : undefined), 30_000, 20);
-    // Named per task, there was one record, overwritten by the retry's, and the first run's late
-    // unlink removed it: a crash would neither kill the retry's process nor hand its lease back.
+    await until('the first pull', () => (session ? true : undefined), 30_000, 20);
+    const task = (leaseId: string, attempt: number, shell: string) => JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-5', jobId: 'job-1', key: null, attempt, leaseId, spec: { shell } }] });
+    const records = () => readdirSync(join(workDir, 'running')).map((f) => (JSON.parse(readFileSync(join(workDir, 'running', f), 'utf8')) as { leaseId: string }).leaseId).sort();
+    session!.send(task('lease-a', 1, `while [ ! -e ${go} ]; do sleep 0.02; done; exit 3`));
+    await until('the first run recorded', () => (records().includes('lease-a') ? true : undefined), 30_000, 20);
+    // The manager claimed the task again (its lease had expired, say) while the old process
+    // still runs here: both runs are held, each under its own lease.
+    session!.send(task('lease-b', 2, 'sleep 300'));
+    await until('the second run recorded', () => (records().length === 2 ? true : undefined), 30_000, 20);
+    writeFileSync(go, '');
+    // The first run ends; its record goes once its outbox write has ended.
+    await until('the first run done with', () => (records().length < 2 ? true : undefined), 30_000, 20);
+    // Named per task, there was one record, overwritten by the second run's, and the first
+    // run's removal took it: a crash would neither kill the second run's process nor hand its
+    // lease back.
     expect(records()).toEqual(['lease-b']);
   });
 });

@@ -176,7 +176,9 @@ export class WorkerDaemon {
   /** Runs until drained; resolves with the process exit code. */
   async run(): Promise<number> {
     await mkdir(join(this.config.workDir, 'running'), { recursive: true });
-    await this.outbox.open();
+    const opened = await this.outbox.open();
+    if (opened.keptAside.length > 0) this.log.error({ files: opened.keptAside }, 'outbox files that could not be read were kept aside; results only in them are not sent, and their tasks run again once their leases expire');
+    if (opened.problem) this.log.error({ err: opened.problem }, 'the outbox cannot store results; until a write can make its journal, results are sent but held in memory only');
     this.workerId = await readFile(this.idFile, 'utf8').then((s) => s.trim() || null, () => null);
     // Results a previous run left unacked: read once, here, and sent after every welcome with
     // this process's own (unacked is the one list of them; the outbox is its copy on disk).
@@ -486,13 +488,14 @@ export class WorkerDaemon {
       this.log.info({ taskId: task.taskId, durationMs: report.durationMs, reason: stop }, 'task stopped and released');
       this.sendRelease(task.taskId, task.leaseId, stop === 'release' ? 'drain' : 'shutdown');
     } else {
-      // Sent at once, and written to the outbox meanwhile: the write (a temp file, two fsyncs,
-      // a rename) took ~8 thread-pool round trips between a task's exit and its result, with
-      // the slot idle (+10% tasks/s for `true` here; on a VM's standard disk each fsync costs
-      // milliseconds). The outbox is for results that get no ack: a manager outage, or a worker
-      // crash. A crash before the write lands leaves the running record, so the next start
-      // releases the lease; the manager then keeps the result if it got it, else the task runs
-      // again. Nothing was acknowledged as stored before the manager's ack either way.
+      // Sent at once, and written to the outbox meanwhile: the write (then a temp file, two
+      // fsyncs, a rename; now an append and an fdatasync shared by the turn's results) held
+      // the slot idle between a task's exit and its result (+10% tasks/s for `true` here; on a
+      // VM's standard disk each fsync costs milliseconds). The outbox is for results that get
+      // no ack: a manager outage, or a worker crash. A crash before the write lands leaves the
+      // running record, so the next start releases the lease; the manager then keeps the result
+      // if it got it, else the task runs again. Nothing was acknowledged as stored before the
+      // manager's ack either way.
       written = this.persistResult({ taskId: task.taskId, leaseId: task.leaseId, report });
       this.log.info({ taskId: task.taskId, exitCode: report.exitCode, signal: report.signal, timedOut: report.timedOut, cancelled: report.cancelled, durationMs: report.durationMs, error: report.error?.code }, 'task finished');
       this.sendResult(task.taskId, task.leaseId, report);

@@ -11,18 +11,23 @@
  * task on a VM's standard disk, where each takes milliseconds.
  *
  * Crash safety: a put is acknowledged (its promise resolves) only after the fdatasync that
- * covers it. A crash mid-write leaves a torn last line, which is skipped; a line that does not
- * parse anywhere else is skipped too, and the journal is kept beside as `journal.corrupt-<ms>`
- * for a human. At open, and whenever the journal has grown past COMPACT_BYTES, it is rewritten
- * with only the results still pending (temp file, fsync, rename, directory fsync).
+ * covers it. A crash mid-write leaves a torn last line, which is skipped. Anything else that
+ * cannot be read is kept aside for a human and reported by open(), never overwritten. The
+ * journal is rewritten with only the results still pending (temp file, fsync, rename,
+ * directory fsync) at open, after a failed write, and once it is mostly forgotten lines.
  *
  * Results of older releases, one file per result (`<taskId>.<leaseId>.json`), are read at open,
  * folded into the journal and then deleted.
+ *
+ * A journal that cannot be written (a full disk) does not stop the worker from starting: puts
+ * fail (the daemon sends those results all the same and keeps them in memory) until a later
+ * write can make the journal. One that cannot be read does, unless it can be renamed aside:
+ * a rewrite would replace it, and the results in it, with what is in memory.
  */
-import { mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { copyFile, link, lstat, mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { ExecutionReport } from '@pullman/protocol';
-import { syncDir, writeSynced } from './durable.js';
+import { syncDir } from './durable.js';
 
 export interface PendingResult {
   taskId: string;
@@ -30,17 +35,38 @@ export interface PendingResult {
   report: ExecutionReport;
 }
 
-/** Past this size the journal is rewritten with only what is still pending. */
+/**
+ * The journal is rewritten when it is past this size and at least twice what is pending: a
+ * journal of forgotten lines shrinks, and a long outage's backlog (results with 64 KiB tails,
+ * none acked) is not rewritten on every put.
+ */
 const COMPACT_BYTES = 4 * 1024 * 1024;
+/** A rewrite writes in pieces of about this size: a backlog may exceed V8's longest string. */
+const REWRITE_CHUNK_BYTES = 1024 * 1024;
 
 const keyOf = (taskId: string, leaseId: string): string => JSON.stringify([taskId, leaseId]);
 const parsePut = (line: string): PendingResult => JSON.parse(line.slice(2)) as PendingResult;
-const durableBatch = (batch: readonly Queued[]): boolean => batch.some((q) => q.durable);
+/** A batch with a put is fdatasynced; one of forget lines only is not (see remove()). */
+const durableBatch = (batch: readonly Queued[]): boolean => batch.some((q) => q.key !== null);
+const sameFile = (a: { dev: bigint; ino: bigint }, b: { dev: bigint; ino: bigint }): boolean => a.dev === b.dev && a.ino === b.ino;
 
 interface Queued {
   line: string;
-  durable: boolean;
+  /** The put's key, for a put; null for a forget line. */
+  key: string | null;
   done: (err: Error | null) => void;
+}
+
+/** What open() found that needs a human; the daemon logs it. */
+export interface OutboxOpened {
+  /**
+   * Files renamed aside, unread or partly read: a journal with lines that do not parse (its
+   * readable results are kept), a journal that is not a regular file, result files of an older
+   * release that do not parse. Results only in them are not sent.
+   */
+  keptAside: string[];
+  /** Why the outbox cannot store results yet (the journal could not be made); null if it can. */
+  problem: Error | null;
 }
 
 export class Outbox {
@@ -49,44 +75,69 @@ export class Outbox {
   private file: FileHandle | null = null;
   /** What the journal holds: the put line of each pending result, by key, oldest first. */
   private readonly puts = new Map<string, string>();
+  /** The bytes of the lines in `puts`: what a rewrite would write. */
+  private live = 0;
   private queue: Queued[] = [];
   private flushing: Promise<void> | null = null;
   private size = 0;
   /**
-   * A write or fdatasync failed (a full disk): the journal may end in part of a line, and a line
-   * appended to it would be glued to that part and lost at the next read, fsynced or not. The
-   * next batch rewrites the journal first.
+   * The journal must be rewritten before anything is appended: it is not made yet, or a write or
+   * fdatasync failed (a full disk) and it may end in part of a line, which a line appended to it
+   * would be glued to and lost with at the next read, fsynced or not.
    */
-  private torn = false;
-  /** The inode of the open journal: the path must still name it for an append to count. */
-  private ino = -1;
+  private torn = true;
+  /** The open journal's device and inode: the path must still name it for an append to count. */
+  private id: { dev: bigint; ino: bigint } | null = null;
 
   constructor(workDir: string) {
     this.dir = join(workDir, 'outbox');
     this.path = join(this.dir, 'journal');
   }
 
-  /** Reads what is pending (journal and older files), and starts a journal holding just that. */
-  async open(): Promise<void> {
+  /**
+   * Reads what is pending (journal and older files), and starts a journal holding just that.
+   * Rejects when the outbox dir cannot be made or listed, or a journal it cannot read cannot be
+   * renamed aside; a journal that cannot be written is returned as `problem`.
+   */
+  async open(): Promise<OutboxOpened> {
     await mkdir(this.dir, { recursive: true });
     const found = await readOutbox(this.dir);
-    for (const path of found.leftovers) await rm(path, { force: true });
-    // Unreadable despite the rename protocol (disk trouble): kept for a human, skipped.
-    for (const path of found.unreadable) await rename(path, `${path}.corrupt`).catch(() => {});
-    if (found.corruptJournal !== null) await writeSynced(join(this.dir, `journal.corrupt-${Date.now()}`), found.corruptJournal, 'wx');
-    for (const [key, line] of found.puts) this.puts.set(key, line);
-    await this.rewrite();
-    // Only now that the journal holds them: a crash before this reads them again.
-    for (const path of found.legacy) await rm(path, { force: true });
+    for (const path of found.leftovers) await rm(path, { force: true }).catch(() => {});
+    const keptAside: string[] = [];
+    for (const { from, to, how } of found.aside) {
+      if (how === 'rename') {
+        // Unread: renamed, so no rewrite replaces it. Failing that, nothing may go on.
+        const renamed = await rename(from, to).then(() => true, (err: NodeJS.ErrnoException) => {
+          if (from === this.path) throw new Error(`outbox journal ${from} cannot be read, nor renamed aside: ${err.message}`);
+          return false; // an older release's file: no rewrite touches it
+        });
+        if (renamed) keptAside.push(to);
+      } else if (await link(from, to).catch(() => copyFile(from, to)).then(() => true, () => false)) {
+        // Read, with lines that do not parse: its readable results go into the new journal, and
+        // a second name keeps it as it was (a hard link needs no space) for a human.
+        keptAside.push(to);
+      }
+    }
+    for (const [key, line] of found.puts) this.setPut(key, line);
+    let problem: Error | null = null;
+    try {
+      await this.rewrite();
+      // Only now that the journal holds them: a crash before this reads them again.
+      for (const path of found.legacy) await rm(path, { force: true });
+    } catch (err) {
+      // The journal as it was (if any) is untouched and holds the same results; puts fail and
+      // retry the rewrite until it succeeds.
+      problem = err as Error;
+    }
+    return { keptAside, problem };
   }
 
   /** Writes a result durably: resolves once it is on disk. A second put of the same lease replaces the first. */
   put(result: PendingResult): Promise<void> {
     const key = keyOf(result.taskId, result.leaseId);
     const line = `P ${JSON.stringify(result)}\n`;
-    this.puts.delete(key);
-    this.puts.set(key, line);
-    return this.append(line, true);
+    this.setPut(key, line);
+    return this.append(line, key);
   }
 
   /**
@@ -94,8 +145,8 @@ export class Outbox {
    * crash, the result is only sent again, and the manager answers it `stale`.
    */
   async remove(taskId: string, leaseId: string): Promise<void> {
-    if (!this.puts.delete(keyOf(taskId, leaseId))) return;
-    await this.append(`A ${JSON.stringify([taskId, leaseId])}\n`, false);
+    if (!this.deletePut(keyOf(taskId, leaseId))) return;
+    await this.append(`A ${JSON.stringify([taskId, leaseId])}\n`, null);
   }
 
   /** Every result still waiting for an ack, oldest first. */
@@ -110,9 +161,23 @@ export class Outbox {
     this.file = null;
   }
 
-  private append(line: string, durable: boolean): Promise<void> {
+  private setPut(key: string, line: string): void {
+    this.deletePut(key); // a put again moves to the end
+    this.puts.set(key, line);
+    this.live += Buffer.byteLength(line);
+  }
+
+  private deletePut(key: string): boolean {
+    const line = this.puts.get(key);
+    if (line === undefined) return false;
+    this.puts.delete(key);
+    this.live -= Buffer.byteLength(line);
+    return true;
+  }
+
+  private append(line: string, key: string | null): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ line, durable, done: (err) => (err ? reject(err) : resolve()) });
+      this.queue.push({ line, key, done: (err) => (err ? reject(err) : resolve()) });
       // Lines of the same turn go together (setImmediate runs after the turn's I/O callbacks).
       if (!this.flushing) this.flushing = new Promise((r) => setImmediate(r)).then(() => this.flush());
     });
@@ -125,30 +190,27 @@ export class Outbox {
       this.queue = [];
       let err: Error | null = null;
       try {
-        if (!this.file) throw new Error('the outbox is not open');
         // The batch's own puts are in this.puts already: a rewrite carries them.
         // An outbox dir removed or replaced under the worker (an operator's clean-up): appends
         // would go to a file no name reaches, lost at the next start while acknowledged as
-        // stored. The path must still name the open journal, or it is made again (or the
-        // batch fails, and the daemon keeps those results in memory and says so).
-        const named = durableBatch(batch) ? await stat(this.path).then((st) => st.ino === this.ino, () => false) : true;
-        if (this.torn || !named || this.size > COMPACT_BYTES) {
+        // stored. The path must still name the open journal, or it is made again.
+        const named = durableBatch(batch) ? await stat(this.path, { bigint: true }).then((st) => this.id !== null && sameFile(st, this.id), () => false) : true;
+        if (this.torn || !named || (this.size > COMPACT_BYTES && this.size > 2 * this.live)) {
           // Nothing to append after it: the rewrite wrote and fsynced every pending put, this
           // batch's too, and none that this batch forgets.
           await this.rewrite();
-          this.torn = false;
-          for (const q of batch) q.done(null);
-          continue;
+        } else {
+          const data = batch.map((q) => q.line).join('');
+          await this.file!.appendFile(data); // loops until all is written, unlike write()
+          if (durableBatch(batch)) await this.file!.datasync();
+          this.size += Buffer.byteLength(data);
         }
-        const data = batch.map((q) => q.line).join('');
-        this.torn = true; // until the whole batch is on disk
-        await this.file!.appendFile(data); // loops until all is written, unlike write()
-        if (durableBatch(batch)) await this.file!.datasync();
-        this.torn = false;
-        this.size += Buffer.byteLength(data);
       } catch (e) {
         err = e as Error;
         this.torn = true;
+        // Reported as not stored, so not kept either: a later rewrite would store what the
+        // daemon counts as held in memory only (unless a later put of the lease replaced it).
+        for (const q of batch) if (q.key !== null && this.puts.get(q.key) === q.line) this.deletePut(q.key);
       }
       for (const q of batch) q.done(err);
     }
@@ -157,17 +219,42 @@ export class Outbox {
 
   /** Replaces the journal with one holding only the pending results, durably, and appends to it from then on. */
   private async rewrite(): Promise<void> {
-    const data = [...this.puts.values()].join('');
+    // The whole dir may be gone (an operator's clean-up): made again, and its name made durable.
+    if ((await mkdir(this.dir, { recursive: true })) !== undefined) await syncDir(dirname(this.dir));
     const tmp = `${this.path}.new`;
-    // The whole dir may be gone (an operator's clean-up): made again, results stay durable.
-    await mkdir(this.dir, { recursive: true });
-    await writeSynced(tmp, data, 'w');
+    // Whatever is there is a crash's leftover: 'wx' then neither follows a symlink nor opens a FIFO.
+    await rm(tmp, { force: true });
+    const out = await open(tmp, 'wx', 0o600);
+    let size = 0;
+    try {
+      let chunk: string[] = [];
+      let chunkBytes = 0;
+      const write = async (): Promise<void> => {
+        await out.appendFile(chunk.join('')); // loops until all is written
+        size += chunkBytes;
+        chunk = [];
+        chunkBytes = 0;
+      };
+      for (const line of this.puts.values()) {
+        chunk.push(line);
+        chunkBytes += Buffer.byteLength(line);
+        if (chunkBytes >= REWRITE_CHUNK_BYTES) await write();
+      }
+      if (chunk.length > 0) await write();
+      await out.sync();
+    } catch (err) {
+      await out.close().catch(() => {});
+      await rm(tmp, { force: true }).catch(() => {});
+      throw err;
+    }
+    await out.close();
     await rename(tmp, this.path);
     await syncDir(this.dir);
     await this.file?.close().catch(() => {});
     this.file = await open(this.path, 'a', 0o600);
-    this.ino = (await this.file.stat()).ino;
-    this.size = Buffer.byteLength(data);
+    this.id = await this.file.stat({ bigint: true });
+    this.size = size;
+    this.torn = false;
   }
 }
 
@@ -176,45 +263,60 @@ interface OutboxContents {
   puts: Map<string, string>;
   /** Result files of older releases, read into `puts`. */
   legacy: string[];
-  /** Result files of older releases that do not parse. */
-  unreadable: string[];
-  /** What a crash left: temp files of older releases, a compaction's `journal.new`. */
+  /** Files a human should look at, the names to keep them under, and how (see open()). */
+  aside: Array<{ from: string; to: string; how: 'rename' | 'link' }>;
+  /** What a crash left: temp files of older releases, a rewrite's `journal.new`. */
   leftovers: string[];
-  /** The journal's text when a line of it (not the torn last one) did not parse; else null. */
-  corruptJournal: string | null;
+}
+
+/** A result as the outbox stores it, or null. */
+function parseResult(json: string): PendingResult | null {
+  const r = JSON.parse(json) as Partial<PendingResult> | null;
+  return typeof r?.taskId === 'string' && typeof r.leaseId === 'string' && typeof r.report === 'object' && r.report !== null ? (r as PendingResult) : null;
 }
 
 /** What the outbox dir holds, read without changing anything. */
 async function readOutbox(dir: string): Promise<OutboxContents> {
-  const found: OutboxContents = { puts: new Map(), legacy: [], unreadable: [], leftovers: [], corruptJournal: null };
+  const found: OutboxContents = { puts: new Map(), legacy: [], aside: [], leftovers: [] };
+  const stamp = Date.now();
   for (const name of (await readdir(dir)).sort()) {
     const path = join(dir, name);
     if (name.endsWith('.tmp') || name === 'journal.new') {
       found.leftovers.push(path);
     } else if (name.endsWith('.json')) {
-      try {
-        const r = JSON.parse(await readFile(path, 'utf8')) as PendingResult;
+      const r = await readFile(path, 'utf8').then(parseResult).catch(() => null);
+      if (r) {
         found.puts.set(keyOf(r.taskId, r.leaseId), `P ${JSON.stringify(r)}\n`);
         found.legacy.push(path);
-      } catch {
-        found.unreadable.push(path);
+      } else {
+        found.aside.push({ from: path, to: `${path}.corrupt`, how: 'rename' }); // unreadable despite the rename protocol
       }
     }
   }
-  const text = await readFile(join(dir, 'journal'), 'utf8').catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return '';
+  const path = join(dir, 'journal');
+  // A FIFO would block the read, a directory or socket fail it, and a symlink is not ours.
+  const st = await lstat(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
     throw err;
   });
+  if (st === null) return found;
+  const text = st.isFile() ? await readFile(path, 'utf8').catch(() => null) : null;
+  if (text === null) {
+    found.aside.push({ from: path, to: `${path}.unreadable-${stamp}`, how: 'rename' });
+    return found;
+  }
   const lines = text.split('\n');
   // The last piece is empty after a complete line, or a torn write: never acknowledged.
   lines.pop();
+  let corrupt = false;
   for (const line of lines) {
     try {
       if (line.startsWith('P ')) {
-        const r = JSON.parse(line.slice(2)) as PendingResult;
-        if (typeof r.taskId !== 'string' || typeof r.leaseId !== 'string') throw new Error('not a result');
-        found.puts.delete(keyOf(r.taskId, r.leaseId)); // a put again moves to the end
-        found.puts.set(keyOf(r.taskId, r.leaseId), `${line}\n`);
+        const r = parseResult(line.slice(2));
+        if (!r) throw new Error('not a result');
+        const key = keyOf(r.taskId, r.leaseId);
+        found.puts.delete(key); // a put again moves to the end
+        found.puts.set(key, `${line}\n`);
       } else if (line.startsWith('A ')) {
         const [taskId, leaseId] = JSON.parse(line.slice(2)) as [string, string];
         found.puts.delete(keyOf(taskId, leaseId));
@@ -222,9 +324,10 @@ async function readOutbox(dir: string): Promise<OutboxContents> {
         throw new Error('unknown line');
       }
     } catch {
-      found.corruptJournal = text;
+      corrupt = true;
     }
   }
+  if (corrupt) found.aside.push({ from: path, to: `${path}.corrupt-${stamp}`, how: 'link' });
   return found;
 }
 
@@ -236,4 +339,3 @@ export async function pendingInOutbox(workDir: string): Promise<PendingResult[]>
   const { puts } = await readOutbox(join(workDir, 'outbox'));
   return [...puts.values()].map(parsePut);
 }
-

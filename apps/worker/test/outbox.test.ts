@@ -1,5 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { appendFileSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -123,9 +123,13 @@ describe('Outbox', () => {
     appendFileSync(journal, 'this is {not json\n');
     appendFileSync(journal, `P ${JSON.stringify(b)}\n`);
     const before = readFileSync(journal, 'utf8');
-    expect(await (await openOutbox(workDir)).pending()).toEqual([a, b]);
+    const reopened = new Outbox(workDir);
+    opened.push(reopened);
+    const found = await reopened.open();
+    expect(await reopened.pending()).toEqual([a, b]);
     const kept = readdirSync(outbox.dir).filter((n) => n.startsWith('journal.corrupt-'));
     expect(kept).toHaveLength(1);
+    expect(found).toEqual({ keptAside: [join(outbox.dir, kept[0]!)], problem: null });
     expect(readFileSync(join(outbox.dir, kept[0]!), 'utf8')).toBe(before);
     // The journal itself holds only what is pending now.
     expect(await (await openOutbox(workDir)).pending()).toEqual([a, b]);
@@ -138,9 +142,10 @@ describe('Outbox', () => {
     const old = result('task-20', 'lease-20', { exitCode: 4 });
     writeFileSync(join(dir, 'task-20.lease-20.json'), JSON.stringify(old));
     writeFileSync(join(dir, 'task-21.lease-21.json'), 'this is {not json');
+    writeFileSync(join(dir, 'task-22.lease-22.json'), '{"taskId":"task-22"}'); // JSON, not a result
     const outbox = await openOutbox(workDir);
     expect(await outbox.pending()).toEqual([old]);
-    expect(readdirSync(dir).sort()).toEqual(['journal', 'task-21.lease-21.json.corrupt']);
+    expect(readdirSync(dir).sort()).toEqual(['journal', 'task-21.lease-21.json.corrupt', 'task-22.lease-22.json.corrupt']);
     expect(await (await openOutbox(workDir)).pending()).toEqual([old]);
   });
 
@@ -161,12 +166,86 @@ describe('Outbox', () => {
     rmSync(outbox.dir);
     const d = result('task-33', 'lease-33');
     await outbox.put(d);
-    // Made again with every result not yet acked, the failed one's too.
-    expect(await (await openOutbox(workDir)).pending()).toEqual([a, b, result('task-32', 'lease-32'), d]);
+    // Made again with every result not yet acked, except the one reported as not stored (the
+    // daemon holds that one in memory and says so).
+    expect(await (await openOutbox(workDir)).pending()).toEqual([a, b, d]);
+  });
+
+  it('renames aside a journal that is not a regular file, and starts a new one', async () => {
+    // A symlink's target holds a result: not ours to read, nor to replace.
+    const writeElsewhere = (p: string): string => {
+      const target = `${p}-target`;
+      writeFileSync(target, `P ${JSON.stringify(result('task-elsewhere', 'L'))}\n`);
+      return target;
+    };
+    for (const make of [(p: string) => mkdirSync(p), (p: string) => execFileSync('mkfifo', [p]), (p: string) => symlinkSync(writeElsewhere(p), p)]) {
+      const workDir = freshWorkDir('not-a-file');
+      const dir = join(workDir, 'outbox');
+      mkdirSync(dir);
+      make(join(dir, 'journal'));
+      // A FIFO would hang the read, a directory fail it; a rewrite would replace a symlink.
+      const outbox = new Outbox(workDir);
+      opened.push(outbox);
+      const found = await outbox.open();
+      expect(found.problem).toBeNull();
+      expect(found.keptAside).toEqual([expect.stringMatching(/\/journal\.unreadable-\d+$/)]);
+      const a = result('task-40', 'lease-40');
+      await outbox.put(a);
+      expect(await pendingInOutbox(workDir)).toEqual([a]);
+      expect(lstatSync(join(dir, 'journal')).isFile()).toBe(true);
+    }
+  });
+
+  it('starts even when it cannot write its journal, keeps the old one, and stores again once it can', async () => {
+    const workDir = freshWorkDir('cannot-write');
+    const a = result('task-50', 'lease-50');
+    const first = await openOutbox(workDir);
+    await first.put(a);
+    await first.close();
+    // Its temp file's name is taken by a directory: every rewrite fails (as on a full disk).
+    const blocker = join(workDir, 'outbox', 'journal.new');
+    mkdirSync(join(blocker, 'x'), { recursive: true });
+    const outbox = new Outbox(workDir);
+    opened.push(outbox);
+    const found = await outbox.open();
+    expect(found.problem?.message).toMatch(/EISDIR|ENOTEMPTY|EPERM/);
+    expect(await outbox.pending()).toEqual([a]);
+    await expect(outbox.put(result('task-51', 'lease-51'))).rejects.toThrow();
+    // The journal as it was still holds the old result.
+    expect(await pendingInOutbox(workDir)).toEqual([a]);
+    rmSync(blocker, { recursive: true });
+    const c = result('task-52', 'lease-52');
+    await outbox.put(c);
+    expect(await pendingInOutbox(workDir)).toEqual([a, c]);
+  });
+
+  it('compacts a journal of forgotten lines, but not a backlog of pending results', async () => {
+    const workDir = freshWorkDir('compact');
+    const outbox = await openOutbox(workDir);
+    const journal = join(outbox.dir, 'journal');
+    const tail = 'x'.repeat(64 * 1024);
+    // Put and acked, one after the other: past 4 MiB the journal is rewritten with what is left.
+    for (let i = 0; i < 100; i++) {
+      await outbox.put(result(`task-${i}`, 'L', { stdoutTail: tail }));
+      await outbox.remove(`task-${i}`, 'L');
+    }
+    expect(statSync(journal).size).toBeLessThan(4 * 1024 * 1024);
+    // A backlog (nothing acked, a manager outage) past 4 MiB is appended to, not rewritten on
+    // every put: the journal stays the same file.
+    for (let i = 0; i < 80; i++) await outbox.put(result(`backlog-${i}`, 'L', { stdoutTail: tail }));
+    // (Checked after each put: a rewrite may reuse the inode number the one before it freed.)
+    const ino = statSync(journal).ino;
+    for (let i = 80; i < 90; i++) {
+      await outbox.put(result(`backlog-${i}`, 'L', { stdoutTail: tail }));
+      expect(statSync(journal).ino).toBe(ino);
+    }
+    expect(statSync(journal).size).toBeGreaterThan(90 * 64 * 1024);
+    expect((await (await openOutbox(workDir)).pending()).map((p) => p.taskId)).toEqual(Array.from({ length: 90 }, (_, i) => `backlog-${i}`));
   });
 
   it('after a write that failed half-way, never glues the next line to the torn one', () => {
-    // A real short write: a file size limit of 4 KiB (SIGXFSZ ignored, so the write fails with
+    // Runs the built module (dist/, made by the build every test run depends on) in a child
+    // process with a file size limit. A real short write: a file size limit of 4 KiB (SIGXFSZ ignored, so the write fails with
     // EFBIG). Appended after the torn part, the next put was lost at the next start.
     const workDir = freshWorkDir('short-write');
     const outboxJs = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'outbox.js');
