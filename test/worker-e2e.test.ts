@@ -1,10 +1,10 @@
 /**
  * The worker daemon end to end: a real manager process, real worker processes, real children.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { pendingInOutbox } from '@pullman/worker';
+import { pendingInOutbox, readOutboxOf } from '@pullman/worker';
 import { alive, finished, killAll, runWorkerToExit, startManager, startWorker, tempDir, until } from './harness.js';
 
 afterEach(killAll);
@@ -71,6 +71,32 @@ describe('worker end to end', () => {
     expect(byKey.env!.result!.output).toEqual({ id: byKey.env!.id, job: job.id, key: 'env', attempt: '1', worker: worker!.id, custom: 'from spec' });
   });
 
+  it('after an upgrade from a worker that kept a file per run, kills what such a file names and hands its lease back', async () => {
+    const m = await startManager();
+    const w = startWorker(m, { name: 'w1', slots: 1 });
+    const marker = join(tempDir('upgrade'), 'first-run');
+    const job = await m.api.createJob({ tasks: [{ shell: `if [ -e ${marker} ]; then echo again; else touch ${marker}; exec sleep 300; fi` }] });
+    // Its run is in the journal (written after the start, in the background): then the crash.
+    const run = await until('the run recorded', async () => (await readOutboxOf(w.workDir)).running[0], 30_000, 20);
+    w.proc.kill('SIGKILL');
+    await w.exited;
+    // What an older release left at its crash: no journal, one file per run under running/.
+    rmSync(join(w.workDir, 'outbox', 'journal'));
+    mkdirSync(join(w.workDir, 'running'));
+    writeFileSync(join(w.workDir, 'running', `${run.taskId}.${run.leaseId}.json`), JSON.stringify({ taskId: run.taskId, leaseId: run.leaseId, pid: run.pid }));
+    // Not a record: released, it would be a protocol error that ends the session.
+    writeFileSync(join(w.workDir, 'running', 'junk.json'), '{"pid":1}');
+    startWorker(m, w.opts);
+    expect(await finished(m.api, job.id)).toMatchObject({ state: 'succeeded' });
+    const full = await m.api.task(run.taskId);
+    expect(full.history!.map((h) => h.outcome)).toEqual(['released', 'succeeded']);
+    expect(full.result).toMatchObject({ stdoutTail: 'again\n' });
+    await until('the orphaned sleep to be gone', () => (alive(run.pid!) ? undefined : true), 10_000);
+    expect(existsSync(join(w.workDir, 'running'))).toBe(false);
+    // Moved into the journal, the run ended once the manager acked its release.
+    await until('the run ended', async () => ((await readOutboxOf(w.workDir)).running.length === 0 ? true : undefined), 30_000, 20);
+  });
+
   it('kills a timed-out task with its whole process group, leaving no orphan', async () => {
     const m = await startManager();
     const w = startWorker(m, { name: 'w1', slots: 1 });
@@ -92,15 +118,14 @@ describe('worker end to end', () => {
     const m = await startManager();
     const w = startWorker(m, { name: 'w1', slots: 1 });
     const job = await m.api.createJob({ tasks: [{ shell: 'exec sleep 300', key: 'slow' }] });
-    await w.waitForLog((l) => l.msg === 'task started', 'task start');
-    // The worker dies after storing the result but before removing its running record.
+    const run = await until('the run recorded', async () => (await readOutboxOf(w.workDir)).running[0], 30_000, 20);
+    // The worker dies after storing the result but before ending the run.
     w.proc.kill('SIGKILL');
     await w.exited;
-    const records = readdirSync(join(w.workDir, 'running'));
-    expect(records).toHaveLength(1);
-    const { taskId, leaseId, pid } = JSON.parse(readFileSync(join(w.workDir, 'running', records[0]!), 'utf8')) as { taskId: string; leaseId: string; pid: number };
+    const { taskId, leaseId, pid } = run as { taskId: string; leaseId: string; pid: number };
     const report = { exitCode: 0, signal: null, timedOut: false, cancelled: false, durationMs: 5, stdoutTail: 'done\n', stderrTail: '', output: null, error: null };
-    writeFileSync(join(w.workDir, 'outbox', `${taskId}.${leaseId}.json`), JSON.stringify({ taskId, leaseId, report }));
+    // The result's line, as the outbox appends it (docs/configuration.md, the work dir).
+    appendFileSync(join(w.workDir, 'outbox', 'journal'), `P ${JSON.stringify({ taskId, leaseId, report })}\n`);
 
     startWorker(m, w.opts);
     // Released first, the task would be requeued and run again (another sleep 300).
@@ -108,19 +133,20 @@ describe('worker end to end', () => {
     expect(done.state).toBe('succeeded');
     const [task] = await m.api.tasks(job.id);
     expect(task).toMatchObject({ id: taskId, attempts: 1, result: { exitCode: 0, stdoutTail: 'done\n' } });
-    // The orphaned process of the first incarnation was still killed.
+    // The orphaned process of the first incarnation was still killed, and its run ended once
+    // the result was acked.
     await until('the orphaned task process to be gone', () => (alive(pid) ? undefined : true), 10_000);
+    await until('the run ended', async () => ((await readOutboxOf(w.workDir)).running.length === 0 ? true : undefined), 30_000, 20);
   });
 
   it('sends its results without waiting for the outbox, and carries on when the outbox cannot be written', async () => {
     const m = await startManager();
     const w = startWorker(m, { name: 'w1', slots: 1 });
-    const running = () => readdirSync(join(w.workDir, 'running'));
+    const running = async () => (await readOutboxOf(w.workDir)).running;
     // A first task: the session is set up (its outbox re-sent, its credits granted), and the
-    // task's own outbox write has ended (its running record goes after it), before the outbox
-    // breaks.
+    // task's own outbox write has ended (its run ends after it), before the outbox breaks.
     expect(await finished(m.api, (await m.api.createJob({ tasks: [{ command: ['true'] }] })).id)).toMatchObject({ state: 'succeeded' });
-    await until('the first task done with', () => (running().length === 0 ? true : undefined), 30_000, 20);
+    await until('the first task done with', async () => ((await running()).length === 0 ? true : undefined), 30_000, 20);
     // The outbox is a file now: every result's write to it fails (ENOTDIR).
     rmSync(join(w.workDir, 'outbox'), { recursive: true });
     writeFileSync(join(w.workDir, 'outbox'), '');
@@ -130,9 +156,13 @@ describe('worker end to end', () => {
     expect(done).toMatchObject({ state: 'succeeded', counts: { succeeded: 2, total: 2 } });
     const notWritten = () => w.logs.filter((l) => l.msg === 'result not written to the outbox; sent all the same, but if no ack comes before a restart, the task runs again').length;
     await until('both failed writes logged', () => (notWritten() === 2 ? true : undefined), 30_000, 20);
-    await until('the running records removed', () => (running().length === 0 ? true : undefined), 30_000, 20);
+    // Its running records cannot be written either (they live in the outbox's journal): the
+    // worker carries on regardless, and runs the next task.
+    expect(await finished(m.api, (await m.api.createJob({ tasks: [{ command: ['true'] }] })).id)).toMatchObject({ state: 'succeeded' });
+    await until('the third failed write logged', () => (notWritten() === 3 ? true : undefined), 30_000, 20);
+    expect(w.logs.some((l) => l.msg === 'running record not written yet; it is written with the next write that succeeds')).toBe(true);
     expect(w.proc.exitCode).toBeNull();
-    expect(notWritten()).toBe(2);
+    expect(notWritten()).toBe(3);
   });
 
   it('gives back a task its work dir cannot hold, takes no work until the dir is fixed, then carries on', async () => {
@@ -300,9 +330,8 @@ describe('worker end to end', () => {
     // The kernel frees the lock however its holder dies, and a task process that outlives it
     // did not inherit it: the next worker on the dir starts.
     const long = await m.api.createJob({ tasks: [{ shell: 'exec sleep 120', key: 'long' }] });
-    await first.waitForLog((l) => l.msg === 'task started', 'task start');
-    const [record] = readdirSync(join(first.workDir, 'running'));
-    const { pid } = JSON.parse(readFileSync(join(first.workDir, 'running', record!), 'utf8')) as { pid: number };
+    const record = await until('the run recorded', async () => (await readOutboxOf(first.workDir)).running[0], 30_000, 20);
+    const pid = record.pid!;
     first.proc.kill('SIGKILL');
     await first.exited;
     expect(alive(pid)).toBe(true);

@@ -5,11 +5,11 @@
  * forget it only once it is acked.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { WebSocket } from 'ws';
-import { pendingInOutbox } from '@pullman/worker';
+import { pendingInOutbox, readOutboxOf } from '@pullman/worker';
 import { tempDir, until } from './harness.js';
 import { killAllProcs, startWorker } from './support/procs.js';
 import { closeScriptedManagers, startScriptedManager, welcome, type Frame } from './support/scripted-manager.js';
@@ -72,8 +72,7 @@ describe('worker after a reconnect', () => {
       }
     });
     const w = startWorker(m, { name: 'between', slots: 1 });
-    const running = () => readdirSync(join(w.workDir, 'running'));
-    await until('the task running', () => (running().length === 1 ? true : undefined), 30_000, 20);
+    await until('the task running', async () => ((await readOutboxOf(w.workDir)).running.length === 1 ? true : undefined), 30_000, 20);
     // The journal's name is a directory now: the outbox sees its file gone, makes it again,
     // and the rename onto a directory fails, so the result's write does.
     failOutboxWrites(w.workDir);
@@ -83,10 +82,7 @@ describe('worker after a reconnect', () => {
     await until('the second hello', () => (second ? true : undefined), 30_000, 20);
     expect(hellos[1]!.running).toEqual([{ taskId: 'task-9', leaseId: 'lease-9' }]);
     writeFileSync(go, '');
-    // Finished while not welcomed: nothing is sent yet, and the write has failed by the time
-    // the running record goes.
-    await until('the task finished and its record removed', () => (running().length === 0 ? true : undefined), 30_000, 20);
-    // The log line travels through a pipe: it may arrive after the record is gone.
+    // Finished while not welcomed: nothing is sent yet, once its write has failed.
     await until('the failed write logged', () => (w.logs.some((l) => l.msg?.startsWith('result not written to the outbox')) ? true : undefined), 30_000, 20);
     expect(results).toEqual([]);
     second!.send(welcome(2));
@@ -138,20 +134,20 @@ describe('worker running a task again under a new lease while the old run ends',
     const workDir = w.workDir;
     await until('the first pull', () => (session ? true : undefined), 30_000, 20);
     const task = (leaseId: string, attempt: number, shell: string) => JSON.stringify({ type: 'tasks', tasks: [{ taskId: 'task-5', jobId: 'job-1', key: null, attempt, leaseId, spec: { shell } }] });
-    const records = () => readdirSync(join(workDir, 'running')).map((f) => (JSON.parse(readFileSync(join(workDir, 'running', f), 'utf8')) as { leaseId: string }).leaseId).sort();
+    const records = async () => (await readOutboxOf(workDir)).running.map((r) => r.leaseId).sort();
     session!.send(task('lease-a', 1, `while [ ! -e ${go} ]; do sleep 0.02; done; exit 3`));
-    await until('the first run recorded', () => (records().includes('lease-a') ? true : undefined), 30_000, 20);
+    await until('the first run recorded', async () => ((await records()).includes('lease-a') ? true : undefined), 30_000, 20);
     // The manager claimed the task again (its lease had expired, say) while the old process
     // still runs here: both runs are held, each under its own lease.
     session!.send(task('lease-b', 2, 'sleep 300'));
-    await until('the second run recorded', () => (records().length === 2 ? true : undefined), 30_000, 20);
+    await until('the second run recorded', async () => ((await records()).length === 2 ? true : undefined), 30_000, 20);
     writeFileSync(go, '');
     // The first run ends; its record goes once its outbox write has ended.
-    await until('the first run done with', () => (records().length < 2 ? true : undefined), 30_000, 20);
-    // Named per task, there was one record, overwritten by the second run's, and the first
+    await until('the first run done with', async () => ((await records()).length < 2 ? true : undefined), 30_000, 20);
+    // Kept by task, there was one record, replaced by the second run's, and the first
     // run's removal took it: a crash would neither kill the second run's process nor hand its
     // lease back.
-    expect(records()).toEqual(['lease-b']);
+    expect(await records()).toEqual(['lease-b']);
   });
 });
 
@@ -208,7 +204,7 @@ describe('worker credits after a reconnect', () => {
     first!.send(JSON.stringify({ type: 'tasks', tasks: [
       { taskId: 'task-b', jobId: 'job-1', key: null, attempt: 1, leaseId: 'lease-b', spec: { shell: `while [ ! -e ${go} ]; do sleep 0.02; done` } },
     ] }));
-    await until('task b running', () => (readdirSync(join(w.workDir, 'running')).length === 1 ? true : undefined), 30_000, 20);
+    await until('task b running', async () => ((await readOutboxOf(w.workDir)).running.length === 1 ? true : undefined), 30_000, 20);
     for (const client of m.clients()) client.terminate();
     // Logged just before the id is written: from here welcome handling waits for the write.
     await until('the second registration', () => (w.logs.filter((l) => l.msg === 'registered with the manager').length === 2 ? true : undefined), 30_000, 20);

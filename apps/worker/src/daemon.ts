@@ -9,7 +9,7 @@
  * Apart from the life cycle, a worker whose work dir cannot hold a task (a full disk) takes no
  * work until a probe finds it usable again (pauseForWorkDir).
  */
-import { mkdir, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
@@ -32,7 +32,7 @@ import {
 import type { WorkerConfig } from './config.js';
 import { probeWorkDir, startExecution, type Execution, type StopReason } from './executor.js';
 import { startJanitor } from './janitor.js';
-import { Outbox, type PendingResult } from './outbox.js';
+import { Outbox, parseRun, type PendingResult, type RunningRecord } from './outbox.js';
 import { environHas, killGroup } from './processes.js';
 import { ReportSender } from './sender.js';
 import { SpawnHelper } from './spawn-helper.js';
@@ -74,12 +74,6 @@ type Held =
   | { phase: 'starting'; task: TaskAssignment; slots: number; stop: StopReason | null }
   | { phase: 'running'; task: TaskAssignment; slots: number; exec: Execution };
 
-/** Written under work/running/ while a task runs, so a restarted worker can clean up after a crash. */
-interface RunningRecord {
-  taskId: string;
-  leaseId: string;
-  pid: number | undefined;
-}
 
 export class FatalError extends Error {
   override readonly name = 'FatalError';
@@ -175,7 +169,6 @@ export class WorkerDaemon {
 
   /** Runs until drained; resolves with the process exit code. */
   async run(): Promise<number> {
-    await mkdir(join(this.config.workDir, 'running'), { recursive: true });
     const opened = await this.outbox.open();
     if (opened.keptAside.length > 0) this.log.error({ files: opened.keptAside }, 'outbox files that could not be read were kept aside; results only in them are not sent, and their tasks run again once their leases expire');
     if (opened.problem) this.log.error({ err: opened.problem }, 'the outbox cannot store results; until a write can make its journal, results are sent but held in memory only');
@@ -185,7 +178,7 @@ export class WorkerDaemon {
     for (const p of await this.outbox.pending()) this.unacked.set(leaseKey(p), { type: 'result', ...p });
     // A task that finished just before the crash has its result in the outbox: that result is
     // sent on connect, so releasing its lease first would requeue a task that already ran.
-    this.orphanedLeases = (await this.reapOrphans()).filter((o) => !this.unacked.has(leaseKey(o)));
+    this.orphanedLeases = (await this.reapOrphans(opened.running)).filter((o) => !this.unacked.has(leaseKey(o)));
     // Entries of running attempts are named <taskId>.<attempt>[...]: never swept while in use.
     this.stopJanitor = startJanitor(this.config.workDir, this.config.logRetentionMs, this.log, () => this.activeEntries());
     if (this.config.spawnHelper === 'auto') this.helper = await SpawnHelper.start(this.log);
@@ -371,8 +364,11 @@ export class WorkerDaemon {
     if (a.status === 'stale') this.log.info({ taskId: a.taskId }, 'result was stale (the task was reassigned or cancelled); dropped');
     // After the result's own write, if that is still under way: removed first, it would be
     // written back and sent again at the next start.
+    // The run ends here too: a previous process's run (reapOrphans) ends only once the manager
+    // has its release or result; one of this process ended already (a no-op).
     const removed = (this.outboxWork.get(key) ?? Promise.resolve())
       .then(() => this.outbox.remove(a.taskId, a.leaseId))
+      .then(() => this.outbox.ended(a.taskId, a.leaseId))
       .catch((err: unknown) => this.log.warn({ err, taskId: a.taskId }, 'could not remove an acknowledged result from the outbox'))
       .then(() => this.wakeSettled());
     this.trackOutbox(key, removed);
@@ -473,9 +469,12 @@ export class WorkerDaemon {
     if (starting.stop !== null) exec.stop(starting.stop);
     this.probeAttempt = 0;
     // The record only serves a restart after a crash; a disk that cannot hold it must not cost
-    // the task (an escaped error here used to end the worker).
-    await this.writeRunningRecord({ taskId: task.taskId, leaseId: task.leaseId, pid: exec.pid }).catch((err: unknown) => {
-      this.log.warn({ err, taskId: task.taskId }, 'running record not written; after a crash this task is not handed back early');
+    // the task (an escaped error here used to end the worker). Not awaited: the line waits its
+    // turn behind the fdatasync of earlier results, and awaited, so would this task's result
+    // (a third of the rate with a 10 ms fsync). Its place in the queue keeps it before the
+    // result's line and the run's end.
+    this.outbox.started({ taskId: task.taskId, leaseId: task.leaseId, attempt: task.attempt, pid: exec.pid }).catch((err: unknown) => {
+      this.log.warn({ err, taskId: task.taskId }, 'running record not written yet; it is written with the next write that succeeds');
     });
     this.log.info({ taskId: task.taskId, jobId: task.jobId, key: task.key, attempt: task.attempt, pid: exec.pid }, 'task started');
     const report = await exec.done;
@@ -507,7 +506,7 @@ export class WorkerDaemon {
     // start sends that result instead of releasing the lease (see run()).
     this.grantCredits(slots);
     await written;
-    await unlink(this.runningFile(task.taskId, task.leaseId)).catch(() => {});
+    await this.outbox.ended(task.taskId, task.leaseId).catch(() => {}); // at worst released early after a crash
     this.wakeSettled();
   }
 
@@ -766,40 +765,35 @@ export class WorkerDaemon {
   }
 
   /**
-   * One file per lease, not per task: a failed run's record is removed only once its outbox
-   * write has ended, and by then the retry of the same task may run here under a new lease.
-   */
-  private runningFile(taskId: string, leaseId: string): string {
-    return join(this.config.workDir, 'running', `${taskId}.${leaseId}.json`);
-  }
-
-  private async writeRunningRecord(r: RunningRecord): Promise<void> {
-    await writeFile(this.runningFile(r.taskId, r.leaseId), JSON.stringify(r));
-  }
-
-  /**
    * After a crash, a previous incarnation's task process groups may still run (SIGKILL of the
    * worker does not reach them). Kill each that is really ours and return the leases, so the
-   * tasks are released on connect.
+   * tasks are released on connect. `records` are the outbox's; an older worker kept one file
+   * per run under `running/`, moved into the outbox's journal here before the files go. The
+   * runs stay in the journal until the manager acks their release or result (onAck).
    */
-  private async reapOrphans(): Promise<RunningRecord[]> {
+  private async reapOrphans(records: RunningRecord[]): Promise<RunningRecord[]> {
     const dir = join(this.config.workDir, 'running');
-    const out: RunningRecord[] = [];
-    for (const name of await readdir(dir)) {
-      const path = join(dir, name);
-      try {
-        const r = JSON.parse(await readFile(path, 'utf8')) as RunningRecord;
-        if (r.pid !== undefined && (await environHas(r.pid, [`PULLMAN_TASK_ID=${r.taskId}`]))) {
-          killGroup(r.pid, 'SIGKILL');
-          this.log.warn({ taskId: r.taskId, pid: r.pid }, 'killed a task left running by a previous worker process');
-        }
-        out.push(r);
-      } catch {
-        // unreadable record: nothing to do
-      }
-      await rm(path, { force: true });
+    const files = await readdir(dir).catch(() => [] as string[]);
+    const runs = [...records];
+    let moved = true;
+    for (const name of files) {
+      // Unreadable, or not a record (a release without a task id or lease would end the session).
+      const r = await readFile(join(dir, name), 'utf8').then(parseRun).catch(() => null);
+      if (!r) continue;
+      runs.push(r);
+      await this.outbox.started(r).catch(() => (moved = false));
     }
-    return out;
+    // A file that could not be moved (a full disk) stays for the next start.
+    if (moved) await rm(dir, { recursive: true, force: true }).catch(() => {});
+    for (const r of runs) {
+      // By its environment, not its pid alone: the pid may belong to another process by now.
+      const ours = [`PULLMAN_TASK_ID=${r.taskId}`, ...(r.attempt === undefined ? [] : [`PULLMAN_ATTEMPT=${r.attempt}`])];
+      if (typeof r.pid === 'number' && (await environHas(r.pid, ours))) {
+        killGroup(r.pid, 'SIGKILL');
+        this.log.warn({ taskId: r.taskId, pid: r.pid }, 'killed a task left running by a previous worker process');
+      }
+    }
+    return runs;
   }
 }
 

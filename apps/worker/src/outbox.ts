@@ -3,18 +3,24 @@
  * (the daemon does not wait for the write; see startTask there), and forgotten only when the
  * manager acks it, so neither a manager outage nor a worker crash loses finished work.
  *
+ * It also keeps the running records: which leases this worker runs, and each one's process,
+ * so that the next start after a crash can kill what is left and hand those leases back.
+ *
  * One append-only journal, `outbox/journal`: a line `P <result JSON>` puts a result, a line
- * `A <[taskId, leaseId] JSON>` forgets one. Lines written in the same event-loop turn go out in
- * one write, with one fdatasync when any of them is a put. Why: a file per result cost a temp
- * file, two fsyncs, a rename and, on the ack, a removal: ~10 thread-pool round trips per task,
- * the largest share of a worker's CPU for short tasks (docs/benchmarks.md), and two fsyncs per
- * task on a VM's standard disk, where each takes milliseconds.
+ * `A <[taskId, leaseId] JSON>` forgets one; `R <record JSON>` starts a run, `E <[taskId,
+ * leaseId] JSON>` ends one. Lines written in the same event-loop turn go out in one write, with
+ * one fdatasync when any of them is a put (run lines need none: a machine crash ends the runs
+ * too). Why: a file per result cost a temp file, two fsyncs, a rename and, on the ack, a
+ * removal, and a file per running record three round trips more: ~14 thread-pool round trips
+ * per task, the largest share of a worker's CPU for short tasks (docs/benchmarks.md), and two
+ * fsyncs per task on a VM's standard disk, where each takes milliseconds.
  *
  * Crash safety: a put is acknowledged (its promise resolves) only after the fdatasync that
  * covers it. A crash mid-write leaves a torn last line, which is skipped. Anything else that
  * cannot be read is kept aside for a human and reported by open(), never overwritten. The
- * journal is rewritten with only the results still pending (temp file, fsync, rename,
- * directory fsync) at open, after a failed write, and once it is mostly forgotten lines.
+ * journal is rewritten with only the results still pending and the runs not ended (temp file,
+ * fsync, rename, directory fsync) at open, after a failed write, and once it is mostly
+ * forgotten lines.
  *
  * Results of older releases, one file per result (`<taskId>.<leaseId>.json`), are read at open,
  * folded into the journal and then deleted.
@@ -28,6 +34,15 @@ import { copyFile, link, lstat, mkdir, open, readdir, readFile, rename, rm, stat
 import { dirname, join } from 'node:path';
 import type { ExecutionReport } from '@pullman/protocol';
 import { syncDir } from './durable.js';
+
+/** A run of a task, kept while it runs (see the header). */
+export interface RunningRecord {
+  taskId: string;
+  leaseId: string;
+  /** Missing in records of older workers. */
+  attempt?: number;
+  pid: number | undefined;
+}
 
 export interface PendingResult {
   taskId: string;
@@ -46,18 +61,18 @@ const REWRITE_CHUNK_BYTES = 1024 * 1024;
 
 const keyOf = (taskId: string, leaseId: string): string => JSON.stringify([taskId, leaseId]);
 const parsePut = (line: string): PendingResult => JSON.parse(line.slice(2)) as PendingResult;
-/** A batch with a put is fdatasynced; one of forget lines only is not (see remove()). */
+/** A batch with a put is fdatasynced; one of other lines only is not (see remove(), started()). */
 const durableBatch = (batch: readonly Queued[]): boolean => batch.some((q) => q.key !== null);
 const sameFile = (a: { dev: bigint; ino: bigint }, b: { dev: bigint; ino: bigint }): boolean => a.dev === b.dev && a.ino === b.ino;
 
 interface Queued {
   line: string;
-  /** The put's key, for a put; null for a forget line. */
+  /** The put's key, for a put line; null for any other. */
   key: string | null;
   done: (err: Error | null) => void;
 }
 
-/** What open() found that needs a human; the daemon logs it. */
+/** What open() found: files for a human and a problem (the daemon logs both), and runs to clean up after. */
 export interface OutboxOpened {
   /**
    * Files renamed aside, unread or partly read: a journal with lines that do not parse (its
@@ -67,6 +82,13 @@ export interface OutboxOpened {
   keptAside: string[];
   /** Why the outbox cannot store results yet (the journal could not be made); null if it can. */
   problem: Error | null;
+  /**
+   * Runs a previous process started and did not end (it crashed): their processes may still
+   * run. They stay in the journal until the caller ends them, once it has dealt with them (the
+   * daemon: when the manager acks their release or result), so that a crash meanwhile finds
+   * them again at the next start.
+   */
+  running: RunningRecord[];
 }
 
 export class Outbox {
@@ -75,7 +97,9 @@ export class Outbox {
   private file: FileHandle | null = null;
   /** What the journal holds: the put line of each pending result, by key, oldest first. */
   private readonly puts = new Map<string, string>();
-  /** The bytes of the lines in `puts`: what a rewrite would write. */
+  /** ... and the run line of each run not ended, by key. */
+  private readonly runs = new Map<string, string>();
+  /** The bytes of the lines in `puts` and `runs`: what a rewrite would write. */
   private live = 0;
   private queue: Queued[] = [];
   private flushing: Promise<void> | null = null;
@@ -119,6 +143,8 @@ export class Outbox {
       }
     }
     for (const [key, line] of found.puts) this.setPut(key, line);
+    const running = [...found.runs.values()].map((line) => JSON.parse(line.slice(2)) as RunningRecord);
+    for (const [key, line] of found.runs) this.setLine(this.runs, key, line);
     let problem: Error | null = null;
     try {
       await this.rewrite();
@@ -129,7 +155,7 @@ export class Outbox {
       // retry the rewrite until it succeeds.
       problem = err as Error;
     }
-    return { keptAside, problem };
+    return { keptAside, problem, running };
   }
 
   /** Writes a result durably: resolves once it is on disk. A second put of the same lease replaces the first. */
@@ -149,6 +175,23 @@ export class Outbox {
     await this.append(`A ${JSON.stringify([taskId, leaseId])}\n`, null);
   }
 
+  /**
+   * Records a run (its process has started). Not fsynced; resolves once written. By lease, not
+   * by task: a failed run ends only once its result is written, and by then the retry of the
+   * same task may run here under a new lease.
+   */
+  started(record: RunningRecord): Promise<void> {
+    const line = `R ${JSON.stringify(record)}\n`;
+    this.setLine(this.runs, keyOf(record.taskId, record.leaseId), line);
+    return this.append(line, null);
+  }
+
+  /** Ends a run (its result is written, or it was released). Not fsynced. */
+  async ended(taskId: string, leaseId: string): Promise<void> {
+    if (!this.deleteLine(this.runs, keyOf(taskId, leaseId))) return;
+    await this.append(`E ${JSON.stringify([taskId, leaseId])}\n`, null);
+  }
+
   /** Every result still waiting for an ack, oldest first. */
   async pending(): Promise<PendingResult[]> {
     return [...this.puts.values()].map(parsePut);
@@ -162,19 +205,28 @@ export class Outbox {
   }
 
   private setPut(key: string, line: string): void {
-    this.deletePut(key); // a put again moves to the end
-    this.puts.set(key, line);
+    this.setLine(this.puts, key, line);
+  }
+
+  private setLine(lines: Map<string, string>, key: string, line: string): void {
+    this.deleteLine(lines, key); // set again: moves to the end
+    lines.set(key, line);
     this.live += Buffer.byteLength(line);
   }
 
   private deletePut(key: string): boolean {
-    const line = this.puts.get(key);
+    return this.deleteLine(this.puts, key);
+  }
+
+  private deleteLine(lines: Map<string, string>, key: string): boolean {
+    const line = lines.get(key);
     if (line === undefined) return false;
-    this.puts.delete(key);
+    lines.delete(key);
     this.live -= Buffer.byteLength(line);
     return true;
   }
 
+  /** `key` is the put's key, for a put line; null for any other (not fsynced). */
   private append(line: string, key: string | null): Promise<void> {
     return new Promise((resolve, reject) => {
       this.queue.push({ line, key, done: (err) => (err ? reject(err) : resolve()) });
@@ -217,7 +269,7 @@ export class Outbox {
     this.flushing = null;
   }
 
-  /** Replaces the journal with one holding only the pending results, durably, and appends to it from then on. */
+  /** Replaces the journal with one holding only the runs and pending results, durably, and appends to it from then on. */
   private async rewrite(): Promise<void> {
     // The whole dir may be gone (an operator's clean-up): made again, and its name made durable.
     if ((await mkdir(this.dir, { recursive: true })) !== undefined) await syncDir(dirname(this.dir));
@@ -235,7 +287,7 @@ export class Outbox {
         chunk = [];
         chunkBytes = 0;
       };
-      for (const line of this.puts.values()) {
+      for (const line of [...this.runs.values(), ...this.puts.values()]) {
         chunk.push(line);
         chunkBytes += Buffer.byteLength(line);
         if (chunkBytes >= REWRITE_CHUNK_BYTES) await write();
@@ -261,12 +313,27 @@ export class Outbox {
 interface OutboxContents {
   /** The put line of each pending result, by key, oldest first. */
   puts: Map<string, string>;
+  /** The run line of each run not ended, by key. */
+  runs: Map<string, string>;
   /** Result files of older releases, read into `puts`. */
   legacy: string[];
   /** Files a human should look at, the names to keep them under, and how (see open()). */
   aside: Array<{ from: string; to: string; how: 'rename' | 'link' }>;
   /** What a crash left: temp files of older releases, a rewrite's `journal.new`. */
   leftovers: string[];
+}
+
+function parseKey(json: string): [string, string] {
+  const key = JSON.parse(json) as unknown;
+  if (!Array.isArray(key) || typeof key[0] !== 'string' || typeof key[1] !== 'string') throw new Error('not a key');
+  return [key[0], key[1]];
+}
+
+/** A run as the outbox stores it (or an older worker did, one file each), or null. */
+export function parseRun(json: string): RunningRecord | null {
+  const r = JSON.parse(json) as Partial<RunningRecord> | null;
+  const ok = typeof r?.taskId === 'string' && typeof r.leaseId === 'string' && (r.pid === undefined || Number.isInteger(r.pid)) && (r.attempt === undefined || Number.isInteger(r.attempt));
+  return ok ? (r as RunningRecord) : null;
 }
 
 /** A result as the outbox stores it, or null. */
@@ -277,7 +344,7 @@ function parseResult(json: string): PendingResult | null {
 
 /** What the outbox dir holds, read without changing anything. */
 async function readOutbox(dir: string): Promise<OutboxContents> {
-  const found: OutboxContents = { puts: new Map(), legacy: [], aside: [], leftovers: [] };
+  const found: OutboxContents = { puts: new Map(), runs: new Map(), legacy: [], aside: [], leftovers: [] };
   const stamp = Date.now();
   for (const name of (await readdir(dir)).sort()) {
     const path = join(dir, name);
@@ -317,9 +384,13 @@ async function readOutbox(dir: string): Promise<OutboxContents> {
         const key = keyOf(r.taskId, r.leaseId);
         found.puts.delete(key); // a put again moves to the end
         found.puts.set(key, `${line}\n`);
-      } else if (line.startsWith('A ')) {
-        const [taskId, leaseId] = JSON.parse(line.slice(2)) as [string, string];
-        found.puts.delete(keyOf(taskId, leaseId));
+      } else if (line.startsWith('A ') || line.startsWith('E ')) {
+        const [taskId, leaseId] = parseKey(line.slice(2));
+        (line.startsWith('A ') ? found.puts : found.runs).delete(keyOf(taskId, leaseId));
+      } else if (line.startsWith('R ')) {
+        const r = parseRun(line.slice(2));
+        if (!r) throw new Error('not a run');
+        found.runs.set(keyOf(r.taskId, r.leaseId), `${line}\n`);
       } else {
         throw new Error('unknown line');
       }
@@ -332,10 +403,16 @@ async function readOutbox(dir: string): Promise<OutboxContents> {
 }
 
 /**
- * The results an outbox holds, as the worker on `workDir` would send them at its next start:
- * read only, safe beside a running worker (for tools and tests that look into a work dir).
+ * The results an outbox holds, as the worker on `workDir` would send them at its next start,
+ * and its runs not ended: read only, safe beside a running worker (for tools and tests that
+ * look into a work dir).
  */
+export async function readOutboxOf(workDir: string): Promise<{ pending: PendingResult[]; running: RunningRecord[] }> {
+  const { puts, runs } = await readOutbox(join(workDir, 'outbox'));
+  return { pending: [...puts.values()].map(parsePut), running: [...runs.values()].map((line) => JSON.parse(line.slice(2)) as RunningRecord) };
+}
+
+/** The results an outbox holds (see readOutboxOf). */
 export async function pendingInOutbox(workDir: string): Promise<PendingResult[]> {
-  const { puts } = await readOutbox(join(workDir, 'outbox'));
-  return [...puts.values()].map(parsePut);
+  return (await readOutboxOf(workDir)).pending;
 }

@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ExecutionReport } from '@pullman/protocol';
-import { Outbox, pendingInOutbox, type PendingResult } from '../src/outbox.js';
+import { Outbox, pendingInOutbox, readOutboxOf, type PendingResult } from '../src/outbox.js';
 
 const workDirs: string[] = [];
 const opened: Outbox[] = [];
@@ -129,7 +129,7 @@ describe('Outbox', () => {
     expect(await reopened.pending()).toEqual([a, b]);
     const kept = readdirSync(outbox.dir).filter((n) => n.startsWith('journal.corrupt-'));
     expect(kept).toHaveLength(1);
-    expect(found).toEqual({ keptAside: [join(outbox.dir, kept[0]!)], problem: null });
+    expect(found).toEqual({ keptAside: [join(outbox.dir, kept[0]!)], problem: null, running: [] });
     expect(readFileSync(join(outbox.dir, kept[0]!), 'utf8')).toBe(before);
     // The journal itself holds only what is pending now.
     expect(await (await openOutbox(workDir)).pending()).toEqual([a, b]);
@@ -264,6 +264,68 @@ describe('Outbox', () => {
     expect(run.stderr).toBe('');
     expect(run.stdout.trim()).toBe('EFBIG');
     return openOutbox(workDir).then(async (o) => expect((await o.pending()).map((p) => p.taskId)).toEqual(['small', 'after']));
+  });
+
+  it('keeps runs by lease until they end, and hands the ones not ended to the next start, which keeps them until it ends them', async () => {
+    const workDir = freshWorkDir('runs');
+    const outbox = await openOutbox(workDir);
+    const a = { taskId: 'task-60', leaseId: 'lease-a', pid: 101 };
+    const b = { taskId: 'task-60', leaseId: 'lease-b', pid: 102 }; // the same task, run again
+    const c = { taskId: 'task-61', leaseId: 'lease-c', pid: 103 };
+    await Promise.all([outbox.started(a), outbox.started(b), outbox.started(c)]);
+    const done = result('task-60', 'lease-a', { exitCode: 3 });
+    await outbox.put(done);
+    await outbox.ended('task-60', 'lease-a');
+    expect(await readOutboxOf(workDir)).toEqual({ pending: [done], running: [b, c] });
+    await outbox.ended('task-61', 'lease-c');
+    await outbox.ended('task-61', 'lease-c'); // twice: a no-op
+    // A crash: the next start is told of the run not ended. Until it ends it, a crash again
+    // (before it killed the process, say) tells the start after it the same.
+    for (let start = 0; start < 2; start++) {
+      const next = new Outbox(workDir);
+      opened.push(next);
+      expect(await next.open()).toEqual({ keptAside: [], problem: null, running: [b] });
+      expect(await next.pending()).toEqual([done]);
+    }
+    const last = opened.at(-1)!;
+    await last.ended('task-60', 'lease-b');
+    expect(await readOutboxOf(workDir)).toEqual({ pending: [done], running: [] });
+  });
+
+  it('rewrites runs by lease, leaves ended ones out, and writes one whose line failed once it can', async () => {
+    const workDir = freshWorkDir('runs-by-lease');
+    const outbox = await openOutbox(workDir);
+    const a = { taskId: 't', leaseId: 'a', pid: 1 };
+    const b = { taskId: 't', leaseId: 'b', pid: 2 }; // the same task under another lease
+    const c = { taskId: 'u', leaseId: 'c', pid: 3 };
+    await Promise.all([outbox.started(a), outbox.started(b), outbox.started(c)]);
+    await outbox.ended('t', 'a');
+    await outbox.ended('u', 'c');
+    rmSync(join(outbox.dir, 'journal')); // the next put makes the journal again, from memory
+    await outbox.put(result('x', 'y'));
+    expect((await readOutboxOf(workDir)).running).toEqual([b]);
+    // Every write fails now (the rewrite's temp name is taken by a directory) ...
+    const blocker = join(outbox.dir, 'journal.new');
+    mkdirSync(join(blocker, 'x'), { recursive: true });
+    rmSync(join(outbox.dir, 'journal'));
+    await expect(outbox.put(result('x2', 'y2'))).rejects.toThrow();
+    const d = { taskId: 'v', leaseId: 'd', pid: 4 };
+    await expect(outbox.started(d)).rejects.toThrow();
+    // ... and a run started meanwhile goes into the journal once a write can make it.
+    rmSync(blocker, { recursive: true });
+    await outbox.put(result('x3', 'y3'));
+    expect((await readOutboxOf(workDir)).running).toEqual([b, d]);
+  });
+
+  it('carries runs not ended through a rewrite', async () => {
+    const workDir = freshWorkDir('runs-rewrite');
+    const outbox = await openOutbox(workDir);
+    const run = { taskId: 'task-70', leaseId: 'L', pid: 7 };
+    await outbox.started(run);
+    // Made again (its file removed under it) at the next put: the run goes with it.
+    rmSync(join(outbox.dir, 'journal'));
+    await outbox.put(result('task-71', 'L'));
+    expect((await readOutboxOf(workDir)).running).toEqual([run]);
   });
 
   it('survives re-instantiation: a new Outbox on the same work dir sees the results', async () => {
