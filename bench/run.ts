@@ -264,6 +264,7 @@ function plan(smoke: boolean, vs: string | null): Measurement[] {
       variants: [
         { id: 'local-worker', fn: 'local', params: { tasks: S(2_000, 50) } },
         { id: 'local-worker-forking', fn: 'local', params: { tasks: S(2_000, 50), spawnHelper: 'off' } },
+        { id: 'local-worker-slow-disk', fn: 'local', params: { tasks: S(2_000, 50), fsyncMs: 10 } },
         { id: 'local-xargs', fn: 'xargs', params: { tasks: S(2_000, 50) } },
         { id: 'local-node-spawn', fn: 'node-spawn', params: { tasks: S(2_000, 50) } },
         { id: 'local-fork-server', fn: 'fork-server', params: { tasks: S(2_000, 50) } },
@@ -280,6 +281,15 @@ function plan(smoke: boolean, vs: string | null): Measurement[] {
         return [
           vsXargs('local-worker', `${fmt(S(2_000, 50))} \`true\` tasks, 1 real worker, slots = ${r.get('local-worker', 'slots')}`, '≥ 0.7 × xargs', ratio >= 0.7),
           vsXargs('local-worker-forking', 'the same worker forking its tasks itself (`PULLMAN_SPAWN_HELPER=off`)', '— (without the spawn helper)', null),
+          {
+            // A result is sent while it is written, and the journal's fdatasync is shared by the
+            // turn's results: a slow disk should cost the rate little. A worker that waited on
+            // its disk between tasks showed here as a fraction (a third, once: docs/benchmarks.md).
+            measurement: '5. local', figure: 'the same worker on a disk whose fsync takes 10 ms longer (a VM\'s standard disk; `bench/slow-fsync.mjs`)',
+            value: r.get('local-worker-slow-disk', 'tasksPerSec'), unit: 'tasks/s',
+            reference: 'the worker on this disk', referenceValue: r.get('local-worker', 'tasksPerSec'), referenceUnit: 'tasks/s',
+            ratio: r.ratio(['local-worker-slow-disk', 'tasksPerSec'], ['local-worker', 'tasksPerSec']), target: '— (≈ 1: the worker does not wait on its disk)', met: null,
+          },
           vsXargs('local-node-spawn', 'bare Node.js spawn of `true` (piped, detached), same slots: the floor for a Node worker', '— (shows what is reachable)', null),
           vsXargs('local-fork-server', 'a minimal fork server (`bench/fork-server.pl`) starting `true` for a Node client, same slots, nothing else: the floor for a worker that spawns through a helper', '— (≥ 0.7 if a helper could reach the target)', null),
           {

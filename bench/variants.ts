@@ -9,6 +9,7 @@ import { createConnection, createServer } from 'node:net';
 import { once } from 'node:events';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { createInterface } from 'node:readline';
 import { encodeResult, openDatabase } from '@pullman/store';
 import { openFloor } from './sqlite-floor.mjs';
@@ -417,14 +418,17 @@ async function connections(p: Params): Promise<Figures> {
 /**
  * One real worker (apps/worker) with slots = CPUs runs `tasks` `true` tasks, timed from submit to
  * done. `spawnHelper: 'off'` has the worker fork the tasks itself (PULLMAN_SPAWN_HELPER=off).
+ * `fsyncMs` makes each of the worker's fsyncs that much slower (bench/slow-fsync.mjs).
  */
 async function local(p: Params): Promise<Figures> {
   const tasks = num(p, 'tasks', 2_000);
   const slots = num(p, 'slots', cpus().length);
   const m = await startManager({ nodeFlags: nodeFlags(p) });
   const workDir = tempDir('wrk');
+  const fsyncMs = p.fsyncMs === undefined ? null : num(p, 'fsyncMs', 10);
+  const slowDisk = fsyncMs === null ? {} : { NODE_OPTIONS: `--import=${pathToFileURL(join(ROOT, 'bench/slow-fsync.mjs')).href}`, PULLMAN_BENCH_FSYNC_MS: String(fsyncMs) };
   const worker = track(spawn(process.execPath, [...nodeFlags(p).map((f) => f.replace(/^--cpu-prof-dir=(.*)$/, '--cpu-prof-dir=$1/worker')), WORKER_JS, 'run'], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, PULLMAN_MANAGER_URL: m.url, PULLMAN_WORKER_TOKEN: m.workerToken, PULLMAN_NAME: 'bench-local', PULLMAN_SLOTS: String(slots), PULLMAN_WORK_DIR: workDir, PULLMAN_READY: 'none', PULLMAN_SPAWN_HELPER: p.spawnHelper === 'off' ? 'off' : 'auto' },
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, PULLMAN_MANAGER_URL: m.url, PULLMAN_WORKER_TOKEN: m.workerToken, PULLMAN_NAME: 'bench-local', PULLMAN_SLOTS: String(slots), PULLMAN_WORK_DIR: workDir, PULLMAN_READY: 'none', PULLMAN_SPAWN_HELPER: p.spawnHelper === 'off' ? 'off' : 'auto', ...slowDisk },
     stdio: ['ignore', 'ignore', 'pipe'],
   }));
   let err = '';
