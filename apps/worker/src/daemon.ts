@@ -74,7 +74,6 @@ type Held =
   | { phase: 'starting'; task: TaskAssignment; slots: number; stop: StopReason | null }
   | { phase: 'running'; task: TaskAssignment; slots: number; exec: Execution };
 
-
 export class FatalError extends Error {
   override readonly name = 'FatalError';
   constructor(
