@@ -4,7 +4,7 @@
 import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { pendingInOutbox, readOutboxOf } from '@pullman/worker';
+import { readOutboxOf } from '@pullman/worker';
 import { alive, finished, killAll, runWorkerToExit, startManager, startWorker, tempDir, until } from './harness.js';
 
 afterEach(killAll);
@@ -33,7 +33,7 @@ describe('worker end to end', () => {
     for (const w of workers) expect(w.tasksSucceeded).toBeGreaterThan(0);
     // Every result was acked, so every outbox empties, although a result is sent while it is
     // still being written (an ack's removal waits for the write).
-    await until('the outboxes emptied', async () => ((await Promise.all([w1, w2].map((w) => pendingInOutbox(w.workDir)))).every((p) => p.length === 0) ? true : undefined), 10_000);
+    await until('the outboxes emptied', async () => ((await Promise.all([w1, w2].map((w) => readOutboxOf(w.workDir).then((o) => o.pending)))).every((p) => p.length === 0) ? true : undefined), 10_000);
     // One line per task start and finish, and never a token, in any log.
     expect(w1.logs.filter((l) => l.msg === 'task finished').length + w2.logs.filter((l) => l.msg === 'task finished').length).toBe(500);
     for (const p of [m, w1, w2]) {

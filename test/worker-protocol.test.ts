@@ -9,7 +9,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PROTOCOL_VERSION, sendFrames } from '@pullman/protocol';
-import { pendingInOutbox } from '@pullman/worker';
+import { readOutboxOf } from '@pullman/worker';
 import { tempDir, until } from './harness.js';
 import { killAllProcs, startWorker } from './support/procs.js';
 import type { WebSocket } from 'ws';
@@ -46,7 +46,7 @@ async function run(welcomeProtocol: number): Promise<{ hello: Frame; frames: Fra
   }
   startWorker(m, { name: 'protocol', slots: 2, workDir });
   await until('results and credits sent', () => (frames.some((f) => f.type === 'pull') ? true : undefined), 60_000, 50);
-  await until('the outbox emptied', async () => ((await pendingInOutbox(workDir)).length === 0 ? true : undefined), 30_000, 50);
+  await until('the outbox emptied', async () => ((await readOutboxOf(workDir)).pending.length === 0 ? true : undefined), 30_000, 50);
   return { hello: hello!, frames, workDir };
 }
 

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { WebSocket } from 'ws';
-import { pendingInOutbox, readOutboxOf } from '@pullman/worker';
+import { readOutboxOf } from '@pullman/worker';
 import { tempDir, until } from './harness.js';
 import { killAllProcs, startWorker } from './support/procs.js';
 import { closeScriptedManagers, startScriptedManager, welcome, type Frame } from './support/scripted-manager.js';
@@ -47,7 +47,7 @@ describe('worker after a non-fatal manager error', () => {
     expect(results[1]).toMatchObject({ taskId: 'task-1', leaseId: 'lease-1', report: { exitCode: 0 } });
     expect(m.sessions).toBe(1); // the same session, no reconnect needed
     expect(frames).toEqual([protocol === 1 ? 'result' : 'results', protocol === 1 ? 'result' : 'results']);
-    await until('the outbox emptied', async () => ((await pendingInOutbox(w.workDir)).length === 0 ? true : undefined), 30_000, 50);
+    await until('the outbox emptied', async () => ((await readOutboxOf(w.workDir)).pending.length === 0 ? true : undefined), 30_000, 50);
     expect(w.proc.exitCode).toBeNull();
   });
 });

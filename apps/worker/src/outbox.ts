@@ -61,6 +61,7 @@ const REWRITE_CHUNK_BYTES = 1024 * 1024;
 
 const keyOf = (taskId: string, leaseId: string): string => JSON.stringify([taskId, leaseId]);
 const parsePut = (line: string): PendingResult => JSON.parse(line.slice(2)) as PendingResult;
+const parseRunLine = (line: string): RunningRecord => JSON.parse(line.slice(2)) as RunningRecord;
 /** A batch with a put is fdatasynced; one of other lines only is not (see remove(), started()). */
 const durableBatch = (batch: readonly Queued[]): boolean => batch.some((q) => q.key !== null);
 const sameFile = (a: { dev: bigint; ino: bigint }, b: { dev: bigint; ino: bigint }): boolean => a.dev === b.dev && a.ino === b.ino;
@@ -142,8 +143,8 @@ export class Outbox {
         keptAside.push(to);
       }
     }
-    for (const [key, line] of found.puts) this.setPut(key, line);
-    const running = [...found.runs.values()].map((line) => JSON.parse(line.slice(2)) as RunningRecord);
+    for (const [key, line] of found.puts) this.setLine(this.puts, key, line);
+    const running = [...found.runs.values()].map(parseRunLine);
     for (const [key, line] of found.runs) this.setLine(this.runs, key, line);
     let problem: Error | null = null;
     try {
@@ -162,7 +163,7 @@ export class Outbox {
   put(result: PendingResult): Promise<void> {
     const key = keyOf(result.taskId, result.leaseId);
     const line = `P ${JSON.stringify(result)}\n`;
-    this.setPut(key, line);
+    this.setLine(this.puts, key, line);
     return this.append(line, key);
   }
 
@@ -171,7 +172,7 @@ export class Outbox {
    * crash, the result is only sent again, and the manager answers it `stale`.
    */
   async remove(taskId: string, leaseId: string): Promise<void> {
-    if (!this.deletePut(keyOf(taskId, leaseId))) return;
+    if (!this.deleteLine(this.puts, keyOf(taskId, leaseId))) return;
     await this.append(`A ${JSON.stringify([taskId, leaseId])}\n`, null);
   }
 
@@ -204,18 +205,10 @@ export class Outbox {
     this.file = null;
   }
 
-  private setPut(key: string, line: string): void {
-    this.setLine(this.puts, key, line);
-  }
-
   private setLine(lines: Map<string, string>, key: string, line: string): void {
     this.deleteLine(lines, key); // set again: moves to the end
     lines.set(key, line);
     this.live += Buffer.byteLength(line);
-  }
-
-  private deletePut(key: string): boolean {
-    return this.deleteLine(this.puts, key);
   }
 
   private deleteLine(lines: Map<string, string>, key: string): boolean {
@@ -262,7 +255,7 @@ export class Outbox {
         this.torn = true;
         // Reported as not stored, so not kept either: a later rewrite would store what the
         // daemon counts as held in memory only (unless a later put of the lease replaced it).
-        for (const q of batch) if (q.key !== null && this.puts.get(q.key) === q.line) this.deletePut(q.key);
+        for (const q of batch) if (q.key !== null && this.puts.get(q.key) === q.line) this.deleteLine(this.puts, q.key);
       }
       for (const q of batch) q.done(err);
     }
@@ -409,10 +402,5 @@ async function readOutbox(dir: string): Promise<OutboxContents> {
  */
 export async function readOutboxOf(workDir: string): Promise<{ pending: PendingResult[]; running: RunningRecord[] }> {
   const { puts, runs } = await readOutbox(join(workDir, 'outbox'));
-  return { pending: [...puts.values()].map(parsePut), running: [...runs.values()].map((line) => JSON.parse(line.slice(2)) as RunningRecord) };
-}
-
-/** The results an outbox holds (see readOutboxOf). */
-export async function pendingInOutbox(workDir: string): Promise<PendingResult[]> {
-  return (await readOutboxOf(workDir)).pending;
+  return { pending: [...puts.values()].map(parsePut), running: [...runs.values()].map(parseRunLine) };
 }

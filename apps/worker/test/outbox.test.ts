@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ExecutionReport } from '@pullman/protocol';
-import { Outbox, pendingInOutbox, readOutboxOf, type PendingResult } from '../src/outbox.js';
+import { Outbox, readOutboxOf, type PendingResult } from '../src/outbox.js';
 
 const workDirs: string[] = [];
 const opened: Outbox[] = [];
@@ -106,7 +106,7 @@ describe('Outbox', () => {
     writeFileSync(join(dir, 'journal.new'), 'P {}\n');
     writeFileSync(join(dir, 'task-8.lease-8.json.tmp'), '{"taskId":"task-8","lea');
     // Looking in from outside changes nothing.
-    expect(await pendingInOutbox(workDir)).toEqual([good]);
+    expect((await readOutboxOf(workDir)).pending).toEqual([good]);
     expect(readdirSync(dir).sort()).toEqual(['journal', 'journal.new', 'task-8.lease-8.json.tmp']);
     const reopened = await openOutbox(workDir);
     expect(await reopened.pending()).toEqual([good]);
@@ -158,7 +158,7 @@ describe('Outbox', () => {
     // Appended to the open journal, it would be acknowledged and gone at the next start.
     const b = result('task-31', 'lease-31');
     await outbox.put(b);
-    expect(await pendingInOutbox(workDir)).toEqual([a, b]);
+    expect((await readOutboxOf(workDir)).pending).toEqual([a, b]);
     // Replaced by a file (disk trouble): the put fails (and the daemon says so).
     rmSync(outbox.dir, { recursive: true });
     writeFileSync(outbox.dir, '');
@@ -191,7 +191,7 @@ describe('Outbox', () => {
       expect(found.keptAside).toEqual([expect.stringMatching(/\/journal\.unreadable-\d+$/)]);
       const a = result('task-40', 'lease-40');
       await outbox.put(a);
-      expect(await pendingInOutbox(workDir)).toEqual([a]);
+      expect((await readOutboxOf(workDir)).pending).toEqual([a]);
       expect(lstatSync(join(dir, 'journal')).isFile()).toBe(true);
     }
   });
@@ -212,11 +212,11 @@ describe('Outbox', () => {
     expect(await outbox.pending()).toEqual([a]);
     await expect(outbox.put(result('task-51', 'lease-51'))).rejects.toThrow();
     // The journal as it was still holds the old result.
-    expect(await pendingInOutbox(workDir)).toEqual([a]);
+    expect((await readOutboxOf(workDir)).pending).toEqual([a]);
     rmSync(blocker, { recursive: true });
     const c = result('task-52', 'lease-52');
     await outbox.put(c);
-    expect(await pendingInOutbox(workDir)).toEqual([a, c]);
+    expect((await readOutboxOf(workDir)).pending).toEqual([a, c]);
   });
 
   it('compacts a journal of forgotten lines, but not a backlog of pending results', async () => {
