@@ -6,11 +6,15 @@
  */
 import { open } from 'node:fs/promises';
 
-/** Writes `data` to a new file at `path` (flag `w` or `wx`) and fsyncs it before closing. */
-export async function writeSynced(path: string, data: string, flag: 'w' | 'wx', mode = 0o600): Promise<void> {
+/**
+ * Writes `data` (a string, or pieces written in turn) to a new file at `path` (flag `w` or `wx`)
+ * and fsyncs it before closing.
+ */
+export async function writeSynced(path: string, data: string | Iterable<string>, flag: 'w' | 'wx', mode = 0o600): Promise<void> {
   const file = await open(path, flag, mode);
   try {
-    await file.writeFile(data);
+    // Each call writes from where the last one ended (the handle's position), until all is written.
+    for (const piece of typeof data === 'string' ? [data] : data) await file.writeFile(piece);
     await file.sync();
   } finally {
     await file.close();

@@ -33,7 +33,7 @@
 import { copyFile, link, lstat, mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ExecutionReport } from '@pullman/protocol';
-import { syncDir } from './durable.js';
+import { syncDir, writeSynced } from './durable.js';
 
 /** A run of a task, kept while it runs (see the header). */
 export interface RunningRecord {
@@ -56,8 +56,8 @@ export interface PendingResult {
  * none acked) is not rewritten on every put.
  */
 const COMPACT_BYTES = 4 * 1024 * 1024;
-/** A rewrite writes in pieces of about this size: a backlog may exceed V8's longest string. */
-const REWRITE_CHUNK_BYTES = 1024 * 1024;
+/** A rewrite writes in pieces of about this many characters: a backlog may exceed V8's longest string. */
+const REWRITE_PIECE_CHARS = 1024 * 1024;
 
 const keyOf = (taskId: string, leaseId: string): string => JSON.stringify([taskId, leaseId]);
 const parsePut = (line: string): PendingResult => JSON.parse(line.slice(2)) as PendingResult;
@@ -269,38 +269,36 @@ export class Outbox {
     const tmp = `${this.path}.new`;
     // Whatever is there is a crash's leftover: 'wx' then neither follows a symlink nor opens a FIFO.
     await rm(tmp, { force: true });
-    const out = await open(tmp, 'wx', 0o600);
-    let size = 0;
     try {
-      let chunk: string[] = [];
-      let chunkBytes = 0;
-      const write = async (): Promise<void> => {
-        await out.appendFile(chunk.join('')); // loops until all is written
-        size += chunkBytes;
-        chunk = [];
-        chunkBytes = 0;
-      };
-      for (const line of [...this.runs.values(), ...this.puts.values()]) {
-        chunk.push(line);
-        chunkBytes += Buffer.byteLength(line);
-        if (chunkBytes >= REWRITE_CHUNK_BYTES) await write();
-      }
-      if (chunk.length > 0) await write();
-      await out.sync();
+      await writeSynced(tmp, inPieces([...this.runs.values(), ...this.puts.values()]), 'wx');
     } catch (err) {
-      await out.close().catch(() => {});
       await rm(tmp, { force: true }).catch(() => {});
       throw err;
     }
-    await out.close();
     await rename(tmp, this.path);
     await syncDir(this.dir);
     await this.file?.close().catch(() => {});
     this.file = await open(this.path, 'a', 0o600);
     this.id = await this.file.stat({ bigint: true });
-    this.size = size;
+    this.size = this.live; // what it wrote
     this.torn = false;
   }
+}
+
+/** `lines` joined into pieces of about REWRITE_PIECE_CHARS characters. */
+function* inPieces(lines: readonly string[]): Generator<string> {
+  let piece: string[] = [];
+  let bytes = 0;
+  for (const line of lines) {
+    piece.push(line);
+    bytes += line.length;
+    if (bytes >= REWRITE_PIECE_CHARS) {
+      yield piece.join('');
+      piece = [];
+      bytes = 0;
+    }
+  }
+  if (piece.length > 0) yield piece.join('');
 }
 
 interface OutboxContents {
